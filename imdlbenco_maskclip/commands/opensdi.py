@@ -1,0 +1,52 @@
+"""``benco opensdi``: inspect OpenSDI parquet shards (``info``) or export them for Benco (``export``)."""
+
+from __future__ import annotations
+
+import argparse
+
+GENERATOR_HELP = "generators to keep, from the shard names (sd15 sd2 sdxl sd3 flux); default: all present"
+SOURCE_HELP = "shard folder, parquet file(s) or glob, or a hub id such as nebula/OpenSDI_test"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="opensdi_command", metavar="ACTION", required=True)
+
+    info = actions.add_parser(
+        "info", help="rows per generator, kind and class; image sizes",
+        description="Rows per generator x {entire, partial, other} x {real, fake}, and image sizes. "
+        "Counts read only keys and labels; sizes parse the image headers of whole row groups spread "
+        "over the shards until about --size-rows rows are covered (0: every row, which reads all the data).",
+    )
+    info.add_argument("source", nargs="+", metavar="SRC", help=SOURCE_HELP)
+    info.add_argument("--generators", nargs="+", metavar="GEN", help=GENERATOR_HELP)
+    info.add_argument("--size-rows", type=int, default=2000, metavar="N",
+                      help="rows whose image headers are read for the size range (default 2000; 0: all)")
+
+    export = actions.add_parser(
+        "export", help="write Benco's Tp/Gt folders or a JSON list (image bytes copied unchanged)",
+        description="Write the shards as Benco's ManiDataset folders (DST/Tp, DST/Gt) or as images plus a "
+        "JsonDataset list (DST/opensdi.json, or DST itself when it ends in .json, with the images in the "
+        "folder of the same name). Re-running after an interruption finishes the job.",
+    )
+    export.add_argument("source", nargs="+", metavar="SRC", help=SOURCE_HELP)
+    export.add_argument("destination", metavar="DST", help="output folder (json: or the list's path, NAME.json)")
+    export.add_argument("--format", choices=("mani", "json"), default="mani",
+                        help="mani: Tp/Gt folders for ManiDataset (default); json: a list for JsonDataset")
+    export.add_argument("--generators", nargs="+", metavar="GEN", help=GENERATOR_HELP)
+    export.add_argument("--subset", choices=("all", "detection", "localization"), default="all",
+                        help="all/detection: every row; localization: fake rows with a mask")
+
+
+def run(args: argparse.Namespace) -> int:
+    source = args.source[0] if len(args.source) == 1 else list(args.source)
+    if args.opensdi_command == "info":
+        from dataset_adapters.info import opensdi_info
+
+        print(opensdi_info(source, args.generators, args.size_rows).format())
+        return 0
+    from dataset_adapters.export import export_opensdi
+
+    target = export_opensdi(source, args.destination, args.format, args.generators, args.subset)
+    kind = "ManiDataset folder" if args.format == "mani" else "JsonDataset list"
+    print(f"wrote the {kind} {target}")
+    return 0

@@ -1,0 +1,35 @@
+"""Shared fixtures: small synthetic OpenSDI shards in the real HF format, written once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+OPENSDI_SAMPLE = dict(n_per_class=5, image_size=64, rows_per_shard=12, rows_per_group=5)
+"""Per generator 20 rows in two shards of row groups of 5; odd modes and sizes included."""
+
+
+@pytest.fixture(scope="session")
+def opensdi_root(tmp_path_factory):
+    """A folder as ``huggingface-cli download`` leaves it: ``data/<gen>-NNNNN-of-MMMMM.parquet``."""
+    from dataset_adapters.synthetic import write_synthetic_opensdi
+
+    root = tmp_path_factory.mktemp("opensdi")
+    write_synthetic_opensdi(root, seed=0, **OPENSDI_SAMPLE)
+    return root
+
+
+@pytest.fixture(scope="session")
+def mani_export(opensdi_root, tmp_path_factory):
+    """The synthetic shards exported as Benco's Tp/Gt folders."""
+    from dataset_adapters.export import export_opensdi
+
+    return export_opensdi(opensdi_root, tmp_path_factory.mktemp("mani"), format="mani")
+
+
+@pytest.fixture(scope="session")
+def json_export(opensdi_root, tmp_path_factory):
+    """The synthetic shards exported as images plus Benco's JSON list."""
+    from dataset_adapters.export import export_opensdi
+
+    return export_opensdi(opensdi_root, tmp_path_factory.mktemp("json"), format="json")
+
