@@ -1,0 +1,299 @@
+"""Cost of one MaskCLIP training step and one eval forward, in machine-independent units.
+
+CPU (always): the paper setting with random weights, batch 1 at 512. Train step = forward and
+backward, then again with torch's default AdamW step added; eval = forward under
+``torch.no_grad`` in eval mode. Each time is divided by the time of one open_clip ViT-L-14
+image forward at 224 (no_grad), measured in the same process and interleaved with the steps,
+so the ratio stays meaningful on a busy or different machine (median over rounds; the ratio
+of the minima is printed too). Peak memory is the peak RSS (``ru_maxrss``) of a fresh process
+per mode, so the peaks are honest and independent. The process itself (torch, torchvision,
+open_clip, IMDLBenCo imported) holds about 1.2 GB before the model is built.
+
+GPU (when CUDA is available, or ``--part gpu``): training images/s and peak memory per image
+with bf16 autocast at batch 16, eval images/s, and the same for a published-code-like
+configuration (text tower over all 77 positions, attention restricted to SDPA's unfused math
+kernel, which computes softmax(QK^T) explicitly as the published code does).
+
+    python benchmarks/model_step.py                 # CPU part, and GPU part when CUDA is present
+    python benchmarks/model_step.py --part cpu --rounds 7
+    python benchmarks/model_step.py --part gpu --batch 16
+
+Published code on a 2-core CPU: 9.1 units per train step, 3.6 per eval forward, 7.1 GB peak
+RSS. Targets: <= 6.5, <= 2.8, <= 5 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CPU_TARGETS = {"train": 6.5, "eval": 2.8, "rss_gb": 5.0}
+PUBLISHED_CPU = {"train": 9.1, "eval": 3.6, "rss_gb": 7.1}
+
+
+def machine_name() -> str:
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f"{platform.node()} ({cpu}, {torch.get_num_threads()} threads, torch {torch.__version__})"
+
+
+def build(setting: str, device: str):
+    import torch
+
+    from imdlbenco_maskclip.model import MaskCLIP
+
+    torch.manual_seed(0)
+    model = MaskCLIP(setting, clip_pretrained="none", side_init="none").to(device)
+    return model
+
+
+def batch(size: int, count: int, device: str) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    mask = (torch.rand(count, 1, size, size, generator=generator) > 0.7).float()
+    return {
+        "image": torch.randn(count, 3, size, size, generator=generator).to(device),
+        "mask": mask.to(device),
+        "label": torch.ones(count, dtype=torch.long, device=device),
+        "edge_mask": mask.to(device),
+    }
+
+
+def unit_forward(model, device: str):
+    """One open_clip ViT-L-14 image forward at 224: the model's own CLIP tower when it is
+    ViT-L-14 (the paper setting), else a separate one."""
+    import open_clip
+    import torch
+
+    visual = model.clip.model.visual
+    if tuple(visual.image_size) != (224, 224) or visual.transformer.width != 1024 or len(visual.transformer.resblocks) != 24:
+        visual = open_clip.create_model("ViT-L-14").visual.to(device).eval()
+    image = torch.randn(1, 3, 224, 224, device=device)
+
+    def run() -> None:
+        with torch.no_grad():
+            visual(image)
+
+    return run
+
+
+def cpu_worker(mode: str, setting: str, size: int, rounds: int) -> dict:
+    """Runs in a fresh process: interleaved unit and step timings, and the peak RSS.
+
+    ``train``: forward + backward; ``train+adamw``: the same plus torch's default AdamW step
+    (the optimizer Benco's scripts build); ``eval``: forward in eval mode without gradient.
+    """
+    import torch
+
+    model = build(setting, "cpu")
+    data = batch(size, 1, "cpu")
+    unit = unit_forward(model, "cpu")
+    if mode.startswith("train"):
+        model.train()
+        optimizer = None
+        if mode == "train+adamw":
+            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.05)
+
+        def step() -> None:
+            model(**data)["backward_loss"].backward()
+            if optimizer is not None:
+                optimizer.step()
+            model.zero_grad(set_to_none=True)
+
+    else:
+        model.eval()
+
+        def step() -> None:
+            with torch.no_grad():
+                model(**data)
+
+    for _ in range(2):  # warm-up: first-touch page faults, allocator growth, lazy inits
+        step()
+        unit()
+    units, steps = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        unit()
+        units.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        step()
+        steps.append(time.perf_counter() - start)
+    return {
+        "mode": mode,
+        "unit_s": statistics.median(units),
+        "step_s": statistics.median(steps),
+        "ratio_median": statistics.median(s / u for s, u in zip(steps, units)),
+        "ratio_min": min(steps) / min(units),
+        "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+    }
+
+
+CPU_MODES = {
+    "train": "forward+backward",
+    "train+adamw": "  + AdamW step",
+    "eval": "eval forward",
+}
+
+
+def cpu_part(args: argparse.Namespace) -> dict:
+    results = {}
+    for mode in CPU_MODES:
+        command = [sys.executable, __file__, "--worker", mode, "--setting", args.setting, "--size", str(args.size), "--rounds", str(args.rounds)]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode or not lines:
+            raise SystemExit(f"{mode} worker failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        results[mode] = json.loads(lines[-1])
+    print(f"\nCPU, setting {args.setting}, batch 1 at {args.size}, fp32, random weights, median of {args.rounds} rounds")
+    print(f"machine: {machine_name()}")
+    units = ", ".join(f"{results[m]['unit_s']:.3f} s ({m} run)" for m in CPU_MODES)
+    print(f"unit = one open_clip ViT-L-14 image forward at 224: {units}")
+    print(f"{'':18}{'seconds':>9}{'units':>8}{'(min/min)':>11}{'peak RSS':>11}")
+    for mode, label in CPU_MODES.items():
+        r = results[mode]
+        print(f"{label:18}{r['step_s']:9.3f}{r['ratio_median']:8.2f}{r['ratio_min']:11.2f}{r['rss_gb']:9.2f}GB")
+    print(
+        f"published code: {PUBLISHED_CPU['train']} units per train step, {PUBLISHED_CPU['eval']} per eval forward, "
+        f"{PUBLISHED_CPU['rss_gb']} GB peak RSS; targets <= {CPU_TARGETS['train']}, <= {CPU_TARGETS['eval']}, "
+        f"<= {CPU_TARGETS['rss_gb']} GB"
+    )
+    return results
+
+
+@contextlib.contextmanager
+def published_like(model):
+    """Approximate the published code's costs: the text tower over all 77 positions and
+    attention through SDPA's math kernel (explicit softmax of QK^T)."""
+    import open_clip
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    prompts = model.prompts
+    saved = prompts.tokens
+    full = open_clip.get_tokenizer(model.settings.clip.tokenizer)([model.settings.prompt_template])
+    prompts.tokens = full.to(saved.device)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        prompts.tokens = saved
+        torch.cuda.empty_cache()
+
+
+def gpu_measure(model, data: dict, steps: int, train: bool) -> tuple[float, float]:
+    import torch
+
+    count = data["image"].shape[0]
+    if train:
+        model.train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.05)
+
+        def step() -> None:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(**data)["backward_loss"]
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    else:
+        model.eval()
+
+        def step() -> None:
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+                model(**data)
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated()
+    if train:
+        del optimizer
+    return count * steps / elapsed, (peak - base) / count / 1e9
+
+
+def gpu_part(args: argparse.Namespace) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("\nGPU part skipped: CUDA is not available")
+        return {}
+    device = "cuda"
+    name = torch.cuda.get_device_name()
+    model = build(args.setting, device)
+    data = batch(args.size, args.batch, device)
+    weights_gb = torch.cuda.memory_allocated() / 1e9
+    results = {}
+    for label, context in (("this package", contextlib.nullcontext()), ("published-like", published_like(model))):
+        with context:
+            try:
+                train = gpu_measure(model, data, args.gpu_steps, train=True)
+            except torch.cuda.OutOfMemoryError:
+                train = (float("nan"), float("nan"))
+            torch.cuda.empty_cache()
+            evaluation = gpu_measure(model, data, args.gpu_steps, train=False)
+        results[label] = {"train_img_s": train[0], "train_gb_per_image": train[1], "eval_img_s": evaluation[0]}
+    print(f"\nGPU {name}, setting {args.setting}, batch {args.batch} at {args.size}, bf16 autocast, {args.gpu_steps} timed steps")
+    print(f"machine: {machine_name()}; model weights on GPU {weights_gb:.2f} GB")
+    print(f"{'':16}{'train img/s':>12}{'GB/image':>10}{'eval img/s':>12}")
+    for label, r in results.items():
+        print(f"{label:16}{r['train_img_s']:12.1f}{r['train_gb_per_image']:10.2f}{r['eval_img_s']:12.1f}")
+    print("GB/image: peak allocated during a training step above what stays resident between steps (weights,")
+    print("AdamW state), divided by the batch: activations and gradients")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("all", "cpu", "gpu"), default="all")
+    parser.add_argument("--setting", default="paper")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=5, help="CPU: timed rounds of (unit, step) per mode")
+    parser.add_argument("--batch", type=int, default=16, help="GPU batch size")
+    parser.add_argument("--gpu-steps", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--worker", choices=tuple(CPU_MODES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(cpu_worker(args.worker, args.setting, args.size, args.rounds)))
+        return
+    results = {"machine": machine_name()}
+    if args.part in ("all", "cpu"):
+        results["cpu"] = cpu_part(args)
+    if args.part in ("all", "gpu"):
+        results["gpu"] = gpu_part(args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""The frozen open_clip CLIP: ``ln_2`` taps of the visual tower and the text tower on a prefix.
+
+The visual tower is run block by block up to the last tap, which is the normalized input of
+that block's MLP; nothing after it (the rest of the block, later blocks, ``ln_post``,
+``proj``) is computed. The text tower encodes prompt embeddings only up to the end token:
+under the causal mask the pooled end-token output does not depend on later positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ClipTaps:
+    """CLIP features of one image batch: ``cls`` B x T x C (token 0 of each tap) and
+    ``tokens``, per tap B x g*g x C (the patch tokens on a ``grid`` of g x g)."""
+
+    cls: torch.Tensor
+    tokens: list[torch.Tensor]
+    grid: tuple[int, int]
+
+
+class FrozenCLIP(nn.Module):
+    """A whole open_clip ``CLIP`` kept frozen and in eval mode, read at ``tap_blocks``.
+
+    Images arrive normalized with ImageNet statistics (Benco's datasets); they are resized to
+    CLIP's input size and moved to CLIP's ``mean`` and ``std`` with one per-channel affine map.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tap_blocks: Sequence[int],
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.model = model.requires_grad_(False)
+        self.tap_blocks = tuple(tap_blocks)
+        depth = len(model.visual.transformer.resblocks)
+        if not (getattr(model.visual.transformer, "batch_first", False) and getattr(model.transformer, "batch_first", False)):
+            raise ValueError("FrozenCLIP needs open_clip's batch-first transformers (open_clip_torch >= 2.24)")
+        if not self.tap_blocks or max(self.tap_blocks) >= depth or list(self.tap_blocks) != sorted(set(self.tap_blocks)):
+            raise ValueError(f"tap blocks {self.tap_blocks} must be increasing indices below the visual depth {depth}")
+        self.image_size = tuple(model.visual.image_size)
+        self.width = model.visual.transformer.width
+        self.text_width = model.transformer.width
+        projection = model.text_projection
+        self.embed_dim = projection.shape[1] if isinstance(projection, torch.Tensor) else projection.out_features
+        scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
+        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
+        self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> FrozenCLIP:
+        """Stay in eval mode whatever the parent asks: CLIP's weights never train."""
+        return super().train(False)
+
+    def _embed_image(self, image: torch.Tensor) -> torch.Tensor:
+        visual = self.model.visual
+        x = F.interpolate(image, size=self.image_size, mode="bilinear", align_corners=True)
+        x = torch.addcmul(self.input_shift.to(x.dtype), x, self.input_scale.to(x.dtype))
+        x = visual.conv1(x)
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        return visual.ln_pre(x)
+
+    def forward(self, image: torch.Tensor) -> ClipTaps:
+        """Image B x 3 x H x W (ImageNet-normalized) -> the ``ln_2`` taps, without gradient."""
+        visual = self.model.visual
+        taps: list[torch.Tensor] = []
+        with torch.no_grad():
+            x = self._embed_image(image)
+            for index, block in enumerate(visual.transformer.resblocks[: self.tap_blocks[-1] + 1]):
+                x = x + block.ls_1(block.attention(q_x=block.ln_1(x)))
+                normed = block.ln_2(x)
+                if index in self.tap_blocks:
+                    taps.append(normed)
+                if index < self.tap_blocks[-1]:
+                    x = x + block.ls_2(block.mlp(normed))
+        grid = (self.image_size[0] // visual.patch_size[0], self.image_size[1] // visual.patch_size[1])
+        return ClipTaps(cls=torch.stack([t[:, 0] for t in taps], dim=1), tokens=[t[:, 1:] for t in taps], grid=grid)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids -> the text tower's input embeddings."""
+        return self.model.token_embedding(tokens)
+
+    def encode_prompts(self, prompts: torch.Tensor, eot_index: int) -> torch.Tensor:
+        """Prompt embeddings P x L x W (L = ``eot_index`` + 1 positions) -> P x D features.
+
+        Gradients flow to ``prompts`` (the learned contexts) but not to the frozen weights.
+        """
+        model = self.model
+        length = prompts.shape[1]
+        x = prompts + model.positional_embedding[:length].to(prompts.dtype)
+        mask = model.attn_mask[:length, :length]
+        x = model.transformer(x, attn_mask=mask)
+        x = model.ln_final(x[:, eot_index])
+        projection = model.text_projection
+        return projection(x) if isinstance(projection, nn.Linear) else x @ projection.to(x.dtype)

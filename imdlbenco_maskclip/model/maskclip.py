@@ -1,0 +1,256 @@
+"""MaskCLIP (OpenSDI, CVPR 2025) composed from its parts, with Benco's forward contract.
+
+The frozen CLIP sees the image at its own size and statistics; the side ViT sees the image
+as Benco gives it (ImageNet statistics, which MAE and SAM were trained with; the published
+code fed CLIP statistics to both, a small shift that the pretrained side weights never saw).
+After chosen side blocks a fusion layer lets CLIP patch tokens attend over the side tokens.
+The mask decoder turns the side map into mask logits, queried by the "fake" prompt feature;
+the detection head scores the CLIP class tokens against the "real" and "fake" prompts.
+
+Note: this module must not use ``from __future__ import annotations``; Benco's
+``create_argparser`` uses the ``__init__`` annotations as argparse types.
+"""
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from IMDLBenCo.registry import MODELS
+from torch import nn
+
+from imdlbenco_maskclip.errors import UserError
+from imdlbenco_maskclip.model.clip_encoder import FrozenCLIP
+from imdlbenco_maskclip.model.detection_head import DetectionHead
+from imdlbenco_maskclip.model.fusion import ClipToSideFusion
+from imdlbenco_maskclip.model.mask_decoder import MaskDecoder
+from imdlbenco_maskclip.model.prompt_learner import PromptLearner
+from imdlbenco_maskclip.model.settings import SIDE_INITS, SIDE_SOURCES, get_setting
+from imdlbenco_maskclip.model.side_vit import build_side_vit
+from imdlbenco_maskclip.model.weights import LoadReport, build_clip, is_none, load_side_weights
+
+logger = logging.getLogger(__name__)
+
+DEFAULT = "default"
+
+
+def _is_default(value: str | None) -> bool:
+    return value is not None and str(value).strip().lower() == DEFAULT
+
+
+def _resolve(value: str | None, default: str) -> str:
+    """A weights option: ``default`` -> the setting's, None/``none`` -> ``none``, else as given."""
+    if _is_default(value):
+        return default
+    return "none" if is_none(value) else str(value).strip()
+
+
+@MODELS.register_module()
+class MaskCLIP(nn.Module):
+    """MaskCLIP for Benco: ``pred_mask`` (B x 1 x H x W) and ``pred_label`` (B) fake probabilities.
+
+    Args:
+        setting: ``paper`` (CLIP ViT-L/14 + ViT-B side at 512), ``base`` (CLIP ViT-B/16) or
+            ``tiny`` (small, random, for tests and CPU demos at 64-128 px).
+        clip_pretrained: an open_clip pretrained tag of the setting's CLIP (``openai``), a
+            local checkpoint file, or ``none`` (or None) for random weights; ``default``
+            takes the setting's (``openai`` for paper/base, ``none`` for tiny).
+        side_init: ``mae``, ``sam`` or ``none`` (or None); ``default`` takes the setting's
+            (``mae`` for paper/base, ``none`` for tiny).
+        side_weights: a local file or URL of the ``side_init`` checkpoint; ``default`` (or
+            None) is the official URL, fetched into torch.hub's cache.
+        edge_lambda: weight of the edge-restricted BCE term.
+
+    Image sides must be multiples of 16. Frozen CLIP weights are left out of ``state_dict``
+    when they come from a pretrained source (they are rebuilt from it) and kept when random.
+    """
+
+    def __init__(
+        self,
+        setting: str = "paper",
+        clip_pretrained: str = DEFAULT,
+        side_init: str = DEFAULT,
+        side_weights: str = DEFAULT,
+        edge_lambda: float = 20.0,
+    ) -> None:
+        super().__init__()
+        self.settings = settings = get_setting(setting)
+        if len(settings.fuse_after) != len(settings.clip.tap_blocks):
+            raise ValueError(f"setting {setting}: {len(settings.fuse_after)} fusion points, {len(settings.clip.tap_blocks)} CLIP taps")
+        clip_source = _resolve(clip_pretrained, settings.clip.pretrained)
+        init = _resolve(side_init, settings.side.init).lower()
+        if init not in SIDE_INITS:
+            raise UserError(f"--side_init: '{side_init}' is not one of {', '.join(SIDE_INITS)}")
+        weights_given = not (_is_default(side_weights) or is_none(side_weights))
+        if init == "none" and weights_given:
+            raise UserError("--side_weights is given but --side_init is none: pass --side_init mae or --side_init sam")
+
+        clip = build_clip(settings.clip, clip_source)
+        self.clip_weights = clip.source
+        self.clip = FrozenCLIP(clip.model, settings.clip.tap_blocks, clip.mean, clip.std)
+        self.prompts = PromptLearner(settings.n_ctx, self.clip.text_width, settings.prompt_template, settings.clip.tokenizer)
+        self.side_vit = build_side_vit(settings.side)
+        self.fusions = nn.ModuleList(
+            ClipToSideFusion(self.clip.width, settings.side.width, settings.fusion_heads) for _ in settings.fuse_after
+        )
+        self.mask_decoder = MaskDecoder(
+            settings.side.width, settings.decoder_dim, self.clip.embed_dim, settings.decoder_heads, settings.dropout
+        )
+        self.detection_head = DetectionHead(self.clip.width, self.clip.embed_dim, settings.head_heads, settings.dropout)
+        self.edge_lambda = float(edge_lambda)
+        self.weights_report: LoadReport | None = None
+        if init != "none":
+            source = str(side_weights).strip() if weights_given else SIDE_SOURCES[init].url
+            self.weights_report = load_side_weights(self.side_vit, settings.side, init, source)
+        self._fusion_after = {block: tap for tap, block in enumerate(settings.fuse_after)}
+        self._text_cache: tuple[tuple, torch.Tensor] | None = None
+        self._register_state_dict_hook(_drop_rebuildable_clip)
+        self._register_load_state_dict_pre_hook(_restore_rebuildable_clip, with_module=True)
+
+    # ------------------------------------------------------------ frozen parts
+
+    def train(self, mode: bool = True) -> "MaskCLIP":
+        """Set train/eval mode (CLIP stays in eval) and drop the cached text features."""
+        self._text_cache = None
+        return super().train(mode)
+
+    def text_features(self) -> torch.Tensor:
+        """The L2-normalized real and fake prompt features, 2 x D in fp32.
+
+        In eval mode without gradient they are computed once and reused until the contexts
+        change (their version counter moves on every in-place update), the model is put in
+        train mode or a state dict is loaded.
+        """
+        contexts = self.prompts.contexts
+        device_type = contexts.device.type
+        key = (
+            contexts._version,
+            contexts.device,
+            contexts.dtype,
+            torch.is_autocast_enabled(device_type),
+            torch.get_autocast_dtype(device_type),
+            torch.is_inference_mode_enabled(),
+        )
+        cacheable = not self.training and not torch.is_grad_enabled()
+        if cacheable and self._text_cache is not None and self._text_cache[0] == key:
+            return self._text_cache[1]
+        prompts = self.prompts(self.clip.embed_tokens(self.prompts.tokens))
+        features = F.normalize(self.clip.encode_prompts(prompts, self.prompts.eot_index).float(), dim=-1)
+        if cacheable:
+            self._text_cache = (key, features)
+        return features
+
+    # ------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        label: torch.Tensor | None = None,
+        edge_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> dict:
+        """Benco's contract: ``image`` B x 3 x H x W (ImageNet-normalized, sides multiples of
+        16) -> ``pred_mask`` B x 1 x H x W and ``pred_label`` B (fake probabilities); with
+        ``mask`` also ``backward_loss``, ``visual_loss`` (detached scalars for logging) and
+        ``visual_image``. Other Benco keys (``shape``, ``name``, ``if_predcit_label``, ...)
+        are accepted and ignored."""
+        patch = self.side_vit.patch_size
+        if image.shape[-2] % patch or image.shape[-1] % patch:
+            raise ValueError(f"MaskCLIP needs image sides that are multiples of {patch}, got {tuple(image.shape[-2:])}")
+        text = self.text_features()
+        taps = self.clip(image)
+        x = self.side_vit.embed(image)
+        for index, block in enumerate(self.side_vit.blocks):
+            x = block(x)
+            tap = self._fusion_after.get(index)
+            if tap is not None:
+                x = self.fusions[tap](x, taps.tokens[tap], taps.grid)
+        mask_logits = self.mask_decoder(x.permute(0, 3, 1, 2), text[1:])
+        mask_logits = F.interpolate(mask_logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        label_logits = self.detection_head(taps.cls, text)
+        pred_mask = torch.sigmoid(mask_logits)
+        output = {"pred_mask": pred_mask, "pred_label": label_logits.softmax(dim=-1)[:, 1]}
+        if mask is not None:
+            losses = self.losses(mask_logits, label_logits, mask, label, edge_mask)
+            output["backward_loss"] = losses["total"]
+            output["visual_loss"] = {name: value.detach() for name, value in losses.items()}
+            output["visual_image"] = {
+                "pred_mask": pred_mask.detach(),
+                "error_map": (pred_mask.detach() - mask.to(pred_mask.dtype)).abs(),
+            }
+        return output
+
+    def losses(
+        self,
+        mask_logits: torch.Tensor,
+        label_logits: torch.Tensor,
+        mask: torch.Tensor,
+        label: torch.Tensor | None,
+        edge_mask: torch.Tensor | None,
+    ) -> dict:
+        """CE on the two logits + BCE on the mask + ``edge_lambda`` x edge-weighted BCE, all
+        from logits in fp32 (finite under fp16/bf16 autocast). A missing label is derived
+        from the mask (fake when any pixel is marked)."""
+        with torch.autocast(mask_logits.device.type, enabled=False):
+            target = mask.float()
+            if label is None:
+                label = target.flatten(1).amax(dim=1)
+            label = torch.as_tensor(label, device=label_logits.device).reshape(-1)
+            label = (label > 0.5).long() if label.is_floating_point() else label.long()
+            logits = mask_logits.float()
+            ce = F.cross_entropy(label_logits.float(), label)
+            bce = F.binary_cross_entropy_with_logits(logits, target)
+            if edge_mask is not None:
+                edge = F.binary_cross_entropy_with_logits(logits, target, weight=edge_mask.float())
+            else:
+                edge = logits.new_zeros(())
+            return {"ce": ce, "bce": bce, "edge": edge, "total": ce + bce + self.edge_lambda * edge}
+
+    # ------------------------------------------------------------ reporting
+
+    def parameter_counts(self) -> dict:
+        """Parameters per part (``clip`` frozen, the rest trainable), as DESIGN.md lists them."""
+        def count(module: nn.Module) -> int:
+            return sum(p.numel() for p in module.parameters())
+
+        text_projection = count(self.mask_decoder.query_proj)
+        parts = {
+            "clip": count(self.clip),
+            "side_vit": count(self.side_vit),
+            "fusion": count(self.fusions),
+            "decoder": count(self.mask_decoder) - text_projection,
+            "text_projection": text_projection,
+            "detection_head": count(self.detection_head),
+            "prompts": count(self.prompts),
+        }
+        parts["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        parts["total"] = count(self)
+        return parts
+
+
+def _drop_rebuildable_clip(module: MaskCLIP, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict hook: leave out the frozen CLIP when its weights come from a pretrained source."""
+    if module.clip_weights == "none":
+        return
+    for key in [k for k in state_dict if k.startswith(prefix + "clip.")]:
+        del state_dict[key]
+
+
+def _restore_rebuildable_clip(
+    module: MaskCLIP,
+    state_dict: dict,
+    prefix: str,
+    local_metadata: dict,
+    strict: bool,
+    missing_keys: list,
+    unexpected_keys: list,
+    error_msgs: list,
+) -> None:
+    """Load pre-hook: a state dict without any CLIP key gets the model's own (pretrained)
+    CLIP tensors, so strict loading passes and nothing is copied (a tensor copied onto itself
+    is skipped). Also drops the cached text features."""
+    module._text_cache = None
+    clip_prefix = prefix + "clip."
+    if module.clip_weights == "none" or any(key.startswith(clip_prefix) for key in state_dict):
+        return
+    state_dict.update(module.clip.state_dict(prefix=clip_prefix, keep_vars=True))
