@@ -1,0 +1,86 @@
+"""The ``benco`` command: IMDLBenCo's own CLI plus ``opensdi``, ``train``, ``test``, ``predict``, ``demo``.
+
+``init``, ``env`` and ``-v`` go to IMDLBenCo's CLI unchanged, so installing this package after
+imdlbenco leaves ``benco init`` working exactly as before. Each command of ours lives in
+``imdlbenco_maskclip.commands.<name>`` with ``configure(parser)`` and ``run(args) -> int``;
+those modules import torch and Benco inside ``run`` so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from dataset_adapters.errors import OpenSDIError
+from imdlbenco_maskclip.errors import UserError
+
+COMMANDS = {
+    "train": "train a registered model (MaskCLIP or a Benco baseline) on OpenSDI shards or Benco data",
+    "test": "run the OpenSDI protocol on a checkpoint and write the results table",
+    "predict": "write masks, overlays and fake probabilities for images, folders or shards",
+    "demo": "train the tiny MaskCLIP on the embedded synthetic sample on CPU, then test it",
+    "opensdi": "inspect OpenSDI parquet shards or export them to Benco's Tp/Gt folders or JSON list",
+}
+BENCO_COMMANDS = {
+    "init": "IMDLBenCo: initialize the scripts and configs in a directory",
+    "env": "IMDLBenCo: show environment information",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benco",
+        allow_abbrev=False,
+        description="IMDLBenCo with MaskCLIP and OpenSDI. 'init', 'env' and '-v' are IMDLBenCo's own.",
+    )
+    parser.add_argument("-v", "--version", action="store_true", help="IMDLBenCo's version and update check")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        importlib.import_module(f"imdlbenco_maskclip.commands.{name}").configure(sub)
+    for name, help_text in BENCO_COMMANDS.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _run_benco(argv: Sequence[str]) -> int:
+    from IMDLBenCo import cli as benco_cli
+
+    saved = sys.argv
+    sys.argv = ["benco", *argv]
+    try:
+        benco_cli.main()
+    finally:
+        sys.argv = saved
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``benco`` and ``python -m imdlbenco_maskclip``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first not in COMMANDS and argv and argv not in (["-h"], ["--help"]):
+        return _run_benco(argv)
+    parser = build_parser()
+    args, leftover = parser.parse_known_args(argv)
+    if leftover and not getattr(args, "accepts_model_flags", False):
+        parser.error(f"unrecognized arguments: {' '.join(leftover)}")
+    args.model_flags = leftover
+    if args.command is None:
+        parser.print_help()
+        return 0
+    command = importlib.import_module(f"imdlbenco_maskclip.commands.{args.command}")
+    try:
+        return int(command.run(args) or 0)
+    except KeyboardInterrupt:
+        print("benco: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, OpenSDIError, FileNotFoundError) as error:
+        print(f"benco {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per ``benco`` subcommand, each with ``configure(parser)`` and ``run(args) -> int``."""

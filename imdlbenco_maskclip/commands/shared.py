@@ -1,0 +1,29 @@
+"""Options that several commands share, so each means the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+from imdlbenco_maskclip.run_config import Option, parse_size
+
+GENERATORS = ("sd15", "sd2", "sdxl", "sd3", "flux")
+
+MODEL = Option("model", str, None, "registered model name, e.g. MaskCLIP or IML_ViT", metavar="NAME")
+IMAGE_SIZE = Option("image_size", parse_size, 512, "side the images are resized (or padded) to", metavar="PX")
+PADDING = Option("if_padding", None, False, "zero-pad to --image_size instead of resizing", flag=True)
+DEVICE = Option("device", str, "auto", "auto, cpu, cuda or cuda:N")
+NUM_WORKERS = Option("num_workers", int, 4, "DataLoader worker processes", metavar="N")
+OUTPUT_DIR = Option("output_dir", str, "./output_dir", "where results are written", metavar="DIR")
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="YAML", help="run config: a path or the name of one in benco_configs/")
+
+
+def add_options(parser: argparse.ArgumentParser, options: list[Option]) -> None:
+    for option in options:
+        option.add_to(parser)
+    parser.epilog = (
+        "Model options (e.g. --setting tiny for MaskCLIP) follow the command's own flags; "
+        "'benco train --model NAME --model-help' lists them. Precedence: defaults < --config < flags."
+    )

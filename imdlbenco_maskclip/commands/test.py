@@ -1,0 +1,72 @@
+"""``benco test``: the OpenSDI protocol table for a checkpoint of any registered model."""
+
+from __future__ import annotations
+
+import argparse
+
+from imdlbenco_maskclip.commands import shared
+from imdlbenco_maskclip.run_config import Option, parse_size
+
+OPTIONS = [
+    Option("checkpoint", str, None, "checkpoint written by benco train or by Benco's save_model", metavar="CKPT"),
+    Option("model", str, None, "model name; default: the one the checkpoint records", metavar="NAME"),
+    Option(
+        "test_data_path", str, None,
+        "test data: OpenSDI shards (one row per generator) and/or Benco Tp/Gt folders or JSON lists, each optionally NAME=PATH",
+        many=True, metavar="PATH",
+    ),
+    Option("generators", str, None, "OpenSDI generators to test (default: all present)", choices=shared.GENERATORS, many=True),
+    shared.IMAGE_SIZE,
+    shared.PADDING,
+    Option("test_batch_size", parse_size, 16, "images per step", metavar="N"),
+    Option("amp", str, "off", "autocast on CUDA for speed: bf16, fp16 or off", choices=("bf16", "fp16", "off")),
+    Option("compare_paper", None, False, "print the paper's rows beside ours", flag=True),
+    shared.DEVICE,
+    shared.NUM_WORKERS,
+    Option("output_dir", str, None, "where the tables go (default: the checkpoint's folder)", metavar="DIR"),
+]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    shared.add_config_flag(parser)
+    shared.add_options(parser, OPTIONS)
+    parser.set_defaults(accepts_model_flags=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from imdlbenco_maskclip import distributed, model_builder, protocol, reporting, run_config
+    from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
+    from imdlbenco_maskclip.errors import UserError
+
+    config = run_config.resolve(OPTIONS, args, args.config)
+    values = config.values
+    for required in ("checkpoint", "test_data_path"):
+        if not values[required]:
+            raise UserError(f"--{required} is required (on the command line or in --config)")
+    runtime = distributed.start(values["device"])
+    try:
+        model, name = model_builder.from_checkpoint(
+            values["checkpoint"], values["model"], config.model_args, args.model_flags, values["image_size"]
+        )
+        model.to(runtime.device)
+        datasets = protocol_datasets(
+            values["test_data_path"], DatasetOptions(values["image_size"], bool(values["if_padding"])), values["generators"]
+        )
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(values["amp"]) if runtime.device.type == "cuda" else None
+        result = protocol.evaluate(model, datasets, runtime, values["test_batch_size"], values["num_workers"], amp)
+    finally:
+        distributed.stop(runtime)
+    if not runtime.is_main:
+        return 0
+    output_dir = Path(values["output_dir"] or Path(values["checkpoint"]).expanduser().parent)
+    print(f"\nOpenSDI protocol, {name}, {values['checkpoint']}\n")
+    print(reporting.result_table(result))
+    if values["compare_paper"]:
+        print("\n" + reporting.paper_comparison(result, name))
+    written = reporting.write_results(result, output_dir, name, str(values["checkpoint"]), bool(values["compare_paper"]))
+    print("\nWrote " + ", ".join(str(p) for p in written))
+    return 0

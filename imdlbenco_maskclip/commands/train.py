@@ -1,0 +1,73 @@
+"""``benco train``: train any registered model on OpenSDI shards or Benco data."""
+
+from __future__ import annotations
+
+import argparse
+
+from imdlbenco_maskclip.augmentations import AUGMENTATIONS
+from imdlbenco_maskclip.commands import shared
+from imdlbenco_maskclip.run_config import Option, parse_rate, parse_size
+
+OPTIONS = [
+    shared.MODEL,
+    Option("data_path", str, None, "training data: OpenSDI shard folder/files/hub id, Benco Tp/Gt folder or JSON list", metavar="PATH"),
+    Option("generators", str, None, "OpenSDI generators to train on (default: all present)", choices=shared.GENERATORS, many=True),
+    Option("test_data_path", str, None, "validation data, same forms as --data_path (OpenSDI: partial fakes)", metavar="PATH"),
+    Option("test_generators", str, None, "OpenSDI generators to validate on (default: all present)", choices=shared.GENERATORS, many=True),
+    shared.IMAGE_SIZE,
+    shared.PADDING,
+    Option("edge_mask_width", int, None, "edge band width for models with an edge loss (MaskCLIP, IML_ViT)", metavar="PX"),
+    Option("augment", str, "paper", "training augmentations", choices=AUGMENTATIONS),
+    Option("batch_size", parse_size, 16, "images per step per process", metavar="N"),
+    Option("test_batch_size", parse_size, 16, "images per validation step", metavar="N"),
+    Option("epochs", parse_size, 50, "epochs to train", metavar="N"),
+    Option("lr", parse_rate, 1e-4, "peak learning rate (AdamW, cosine to --min_lr)"),
+    Option("min_lr", parse_rate, 0.0, "final learning rate of the cosine schedule"),
+    Option("warmup_epochs", parse_rate, 0.0, "linear warm-up epochs before the cosine"),
+    Option("weight_decay", parse_rate, 0.05, "AdamW weight decay"),
+    Option("accum_iter", parse_size, 1, "gradient accumulation steps", metavar="N"),
+    Option("test_period", parse_size, 1, "validate every N epochs (and after the last)", metavar="N"),
+    Option("save_period", int, 0, "also keep checkpoint-EPOCH.pth every N epochs (0: never)", metavar="N"),
+    Option("log_per_epoch_count", parse_size, 20, "tensorboard loss points per epoch", metavar="N"),
+    Option("amp", str, "auto", "mixed precision on CUDA: auto (bf16 where supported, else fp16), bf16, fp16, off; always off on CPU", choices=("auto", "bf16", "fp16", "off")),
+    Option("if_predict_label", None, False, "passed to models that train a detection head on request (Benco's flag)", flag=True),
+    Option("find_unused_parameters", None, False, "DDP's find_unused_parameters", flag=True),
+    shared.DEVICE,
+    Option("seed", int, 42, "random seed"),
+    Option("resume", str, "", "checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint-last.pth", metavar="CKPT"),
+    shared.NUM_WORKERS,
+    shared.OUTPUT_DIR,
+    Option("log_dir", str, None, "tensorboard folder (default: OUTPUT_DIR/tensorboard)", metavar="DIR"),
+]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    shared.add_config_flag(parser)
+    shared.add_options(parser, OPTIONS)
+    parser.add_argument("--model-help", action="store_true", help="list the chosen model's own options and exit")
+    parser.set_defaults(accepts_model_flags=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from imdlbenco_maskclip import distributed, model_builder, run_config, training
+    from imdlbenco_maskclip.errors import UserError
+
+    config = run_config.resolve(OPTIONS, args, args.config)
+    values = config.values
+    if not values["model"]:
+        raise UserError("--model is required (on the command line or as 'model:' in --config)")
+    if args.model_help:
+        print(model_builder.model_options_help(values["model"]))
+        return 0
+    if not values["data_path"]:
+        raise UserError("--data_path is required (on the command line or as 'data_path:' in --config)")
+    model_args = model_builder.parse_model_args(values["model"], config.model_args, args.model_flags, values["image_size"])
+    runtime = distributed.start(values["device"])
+    try:
+        result = training.train(values, values["model"], model_args, runtime)
+    finally:
+        distributed.stop(runtime)
+    if runtime.is_main:
+        best = f"; best mean pixel F1 {result.best_metric:.4f} in {result.best_checkpoint}" if result.best_checkpoint else ""
+        print(f"Done: {result.last_checkpoint}{best}")
+    return 0

@@ -1,0 +1,116 @@
+"""The protocol table as text, Markdown, CSV and JSON, and the paper's rows beside ours."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from imdlbenco_maskclip.protocol import ProtocolResult, SplitScores
+
+LEADERBOARD = Path(__file__).resolve().parent / "resources" / "opensdi_leaderboard.json"
+
+# Benco registry names -> the paper's row names.
+PAPER_NAMES = {
+    "MaskCLIP": "MaskCLIP",
+    "IML_ViT": "IML-ViT",
+    "PSCC_Net": "PSCC-Net",
+    "ObjectFormer": "ObjectFormer",
+    "MVSSNet": "MVSS-Net",
+    "Cat_Net": "CAT-Net",
+    "Trufor": "TruFor",
+}
+
+COLUMNS = [
+    ("split", "split"),
+    ("pixel_f1", "pixel F1"),
+    ("pixel_iou", "pixel IoU"),
+    ("n_pixel", "n partial"),
+    ("image_f1", "image F1"),
+    ("image_acc", "image acc"),
+    ("image_auc", "image AUC"),
+    ("n_images", "n images"),
+]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
+
+
+def result_table(result: ProtocolResult) -> str:
+    rows = [[getattr(r, key) for key, _ in COLUMNS] for r in [*result.rows, result.mean]]
+    return markdown_table([title for _, title in COLUMNS], rows)
+
+
+@lru_cache(maxsize=1)
+def leaderboard() -> dict[str, Any]:
+    return json.loads(LEADERBOARD.read_text(encoding="utf-8"))
+
+
+def paper_comparison(result: ProtocolResult, model_name: str) -> str:
+    """Our pixel F1 and image accuracy per generator beside every row the paper reports."""
+    board = leaderboard()
+    columns = [*board["generators"], "mean"]
+    ours = {r.split: r for r in [*result.rows, result.mean]}
+    header = ["model", *[f"{g} {m}" for g in columns for m in ("F1", "acc")]]
+    rows = [[f"ours: {model_name}", *[v for g in columns for v in (getattr(ours.get(g), "pixel_f1", None), getattr(ours.get(g), "image_acc", None))]]]
+    localization, detection = board["localization"]["rows"], board["detection"]["rows"]
+    for name in dict.fromkeys([*localization, *detection]):
+        loc, det = localization.get(name, {}), detection.get(name, {})
+        label = f"{name} (paper{', same model' if PAPER_NAMES.get(model_name) == name else ''})"
+        rows.append([label, *[v for g in columns for v in (loc.get(g, {}).get("f1"), det.get(g, {}).get("acc"))]])
+    notes = (
+        "F1: pixel F1 over partial fakes; acc: image accuracy over all images (both at 0.5). "
+        f"Paper figures: {board['source']}. {board.get('note', '')}"
+    )
+    return markdown_table(header, rows) + "\n\n" + notes.rstrip()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_results(result: ProtocolResult, output_dir: Path, model_name: str, checkpoint: str, compare: bool) -> list[Path]:
+    """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: output_dir / f"opensdi_results.{ext}" for ext in ("json", "md", "csv")}
+    payload = {"model": model_name, "checkpoint": checkpoint, **result.as_dict()}
+    if compare:
+        payload["paper"] = {"source": leaderboard()["source"], "name": PAPER_NAMES.get(model_name)}
+    _write_atomic(paths["json"], json.dumps(payload, indent=2) + "\n")
+    markdown = f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`\n\n{result_table(result)}\n"
+    if compare:
+        markdown += f"\n## Beside the paper\n\n{paper_comparison(result, model_name)}\n"
+    _write_atomic(paths["md"], markdown)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(SplitScores)])
+    writer.writeheader()
+    for row in [*result.rows, result.mean]:
+        writer.writerow(asdict(row))
+    _write_atomic(paths["csv"], buffer.getvalue())
+    per_image = output_dir / "per_image.csv"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["split", "name", "label", "partial_fake", "pred_label", "pixel_f1", "pixel_iou"])
+    for r in result.records:
+        writer.writerow([r.split, r.name, r.label, int(r.partial), r.pred_label, r.pixel_f1, r.pixel_iou])
+    _write_atomic(per_image, buffer.getvalue())
+    return [*paths.values(), per_image]

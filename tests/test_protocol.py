@@ -1,0 +1,128 @@
+"""The protocol table on crafted predictions equals metrics computed independently here."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from imdlbenco_maskclip import protocol, reporting
+from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
+from imdlbenco_maskclip.distributed import Runtime
+
+SIZE = 32
+
+
+class CraftedModel(torch.nn.Module):
+    """Returns, for each image name, the mask and fake probability chosen by the test."""
+
+    def __init__(self, masks: dict[str, np.ndarray], labels: dict[str, float]) -> None:
+        super().__init__()
+        self.masks, self.labels = masks, labels
+
+    def forward(self, image: torch.Tensor, name: list[str], **kwargs) -> dict:
+        pred_mask = torch.stack([torch.from_numpy(self.masks[n]).float()[None] for n in name])
+        pred_label = torch.tensor([self.labels[n] for n in name])
+        return {"pred_mask": pred_mask, "pred_label": pred_label}
+
+
+def _write_mani(root, rng):
+    """A Benco Tp/Gt folder: reals (black masks), whole fakes (white), partial fakes (blobs)."""
+    (root / "Tp").mkdir(parents=True)
+    (root / "Gt").mkdir()
+    truth = {}
+    for i in range(12):
+        name = f"img{i:02d}.png"
+        kind = ["real", "whole", "partial"][i % 3]
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        if kind == "whole":
+            mask[:] = 255
+        elif kind == "partial":
+            y, x = rng.integers(0, SIZE // 2, size=2)
+            mask[y : y + 12, x : x + 10] = 255
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(root / "Tp" / name)
+        Image.fromarray(mask).save(root / "Gt" / name)
+        truth[name] = (kind, mask > 127)
+    return truth
+
+
+def _expected(truth, masks, labels):
+    f1s, ious = [], []
+    for name, (kind, gt) in truth.items():
+        if kind != "partial":
+            continue
+        pred = masks[name] > 0.5
+        tp, fp, fn = (pred & gt).sum(), (pred & ~gt).sum(), (~pred & gt).sum()
+        precision, recall = tp / (tp + fp + 1e-8), tp / (tp + fn + 1e-8)
+        f1s.append(2 * precision * recall / (precision + recall + 1e-8))
+        ious.append(tp / (tp + fp + fn + 1e-8))
+    y = np.array([kind != "real" for kind, _ in truth.values()], dtype=float)
+    p = np.array([labels[n] for n in truth])
+    hard = (p > 0.5).astype(float)
+    tp, fp, fn = (hard * y).sum(), (hard * (1 - y)).sum(), ((1 - hard) * y).sum()
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    return {
+        "pixel_f1": np.mean(f1s),
+        "pixel_iou": np.mean(ious),
+        "n_pixel": len(f1s),
+        "image_f1": 2 * precision * recall / (precision + recall),
+        "image_acc": (hard == y).mean(),
+        "image_auc": roc_auc_score(y, p),
+    }
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_protocol_table_equals_independent_metrics(tmp_path, batch_size):
+    rng = np.random.default_rng(0)
+    truth = _write_mani(tmp_path / "mani", rng)
+    masks = {n: rng.random((SIZE, SIZE)).astype(np.float32) for n in truth}
+    for name, (kind, gt) in truth.items():  # make some predictions good, so F1 is not ~random
+        if kind == "partial" and name < "img06":
+            masks[name] = np.where(gt, 0.9, 0.1).astype(np.float32)
+    labels = {n: float(rng.random()) for n in truth}
+    datasets = protocol_datasets([f"mine={tmp_path / 'mani'}"], DatasetOptions(SIZE), None)
+    result = protocol.evaluate(CraftedModel(masks, labels), datasets, Runtime(torch.device("cpu")), batch_size)
+
+    expected = _expected(truth, masks, labels)
+    row = result.rows[0]
+    assert row.split == "mine"
+    assert row.n_images == 12 and row.n_real == 4 and row.n_fake == 8
+    for key, value in expected.items():
+        assert getattr(row, key) == pytest.approx(value, abs=1e-6), key
+    assert result.mean.pixel_f1 == pytest.approx(expected["pixel_f1"], abs=1e-6)
+
+    written = reporting.write_results(result, tmp_path / "out", "Crafted", "none.pth", compare=True)
+    saved = json.loads((tmp_path / "out" / "opensdi_results.json").read_text())
+    assert saved["splits"][0]["image_auc"] == pytest.approx(expected["image_auc"])
+    with open(tmp_path / "out" / "per_image.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 12
+    assert {p.name for p in written} == {"opensdi_results.json", "opensdi_results.md", "opensdi_results.csv", "per_image.csv"}
+    assert "MaskCLIP (paper)" in (tmp_path / "out" / "opensdi_results.md").read_text()
+
+
+def test_partial_fakes_excludes_reals_and_whole_fakes():
+    mask = torch.zeros(4, 1, 4, 4)
+    mask[1] = 1
+    mask[2, :, :2] = 1
+    mask[3, :, :2] = 1
+    label = torch.tensor([0, 1, 1, 0])
+    assert protocol.partial_fakes(mask, label, None).tolist() == [False, False, True, False]
+    padded = torch.zeros(4, 1, 4, 4)
+    padded[:, :, :2] = 1  # only the top half is image; mask 2 is white there
+    assert protocol.partial_fakes(mask, label, padded).tolist() == [False, False, False, False]
+
+
+def test_mean_row_skips_missing_figures():
+    rows = [
+        protocol.SplitScores("a", 0.5, 0.4, 2, None, None, None, 4, 2, 2),
+        protocol.SplitScores("b", 0.3, 0.2, 3, 0.8, 0.7, 0.9, 6, 3, 3),
+    ]
+    mean = protocol.mean_row(rows)
+    assert mean.pixel_f1 == pytest.approx(0.4)
+    assert mean.image_f1 == pytest.approx(0.8)
+    assert mean.n_images == 10
