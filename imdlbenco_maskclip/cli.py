@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from typing import Sequence
 
@@ -57,6 +58,17 @@ def _run_benco(argv: Sequence[str]) -> int:
     return 0
 
 
+def _show_our_logs() -> None:
+    """Print this package's INFO messages (e.g. which weights loaded), not every library's."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("imdlbenco_maskclip", "dataset_adapters"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``benco`` and ``python -m imdlbenco_maskclip``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -71,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    _show_our_logs()
     command = importlib.import_module(f"imdlbenco_maskclip.commands.{args.command}")
     try:
         return int(command.run(args) or 0)

@@ -51,13 +51,14 @@ def write_sample(root: Path, values: dict[str, Any]) -> tuple[Path, Path]:
     return train_root, test_root
 
 
-def _examples(models: list[torch.nn.Module], datasets: dict, per_split: int) -> list[list[Image.Image]]:
-    """Rows of [image, truth, each model's mask] for the first partial fakes of each split."""
+def _examples(models: list[torch.nn.Module], datasets: dict, per_split: int) -> tuple[list[list[Image.Image]], list[str]]:
+    """Rows of [image, truth, each model's mask] for the first partial fakes of each split,
+    and the split of each row."""
     from IMDLBenCo.datasets import denormalize
     from torch.utils.data import default_collate
 
-    rows = []
-    for dataset in datasets.values():
+    rows, labels = [], []
+    for split, dataset in datasets.items():
         shown = 0
         for index in range(len(dataset)):
             if shown == per_split:
@@ -72,8 +73,9 @@ def _examples(models: list[torch.nn.Module], datasets: dict, per_split: int) -> 
                     mask = model.eval()(**default_collate([sample]))["pred_mask"][0, 0].float().numpy()
                 row.append(pictures.probability_png(mask))
             rows.append(row)
+            labels.append(split)
             shown += 1
-    return rows
+    return rows, labels
 
 
 def run_demo(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtime) -> DemoResult:
@@ -103,7 +105,7 @@ def run_demo(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtim
     trained = protocol.evaluate(trained_model, tests, runtime, values["test_batch_size"])
 
     reporting.write_results(trained, output_dir / "results", values["model"], str(result.last_checkpoint), compare=False)
-    rows = _examples([untrained_model, trained_model], tests, per_split=2)
+    rows, labels = _examples([untrained_model, trained_model], tests, per_split=2)
     picture = output_dir / "pictures" / "held_out_partial_fakes.png"
-    pictures.save_png(pictures.grid(rows, ["image", "truth", "untrained", "trained"]), picture)
+    pictures.save_png(pictures.grid(rows, ["image", "truth", "untrained", "trained"], labels), picture)
     return DemoResult(untrained, trained, output_dir, picture, result.last_checkpoint)

@@ -33,8 +33,11 @@ def save_png(picture: Image.Image, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def grid(rows: Sequence[Sequence[Image.Image]], titles: Sequence[str], cell: int = 160) -> Image.Image:
-    """Pictures in a table, one column per title, each scaled to ``cell`` pixels square."""
+def grid(
+    rows: Sequence[Sequence[Image.Image]], titles: Sequence[str], labels: Sequence[str] = (), cell: int = 160
+) -> Image.Image:
+    """Pictures in a table, one column per title, each scaled to ``cell`` pixels square; a row's
+    label (if any) is written on its first picture."""
     header = 18
     sheet = Image.new("RGB", (cell * len(titles), header + cell * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -43,4 +46,7 @@ def grid(rows: Sequence[Sequence[Image.Image]], titles: Sequence[str], cell: int
     for r, row in enumerate(rows):
         for column, picture in enumerate(row):
             sheet.paste(picture.convert("RGB").resize((cell, cell), Image.NEAREST), (column * cell, header + r * cell))
+        if r < len(labels):
+            draw.rectangle((0, header + r * cell, 7 * len(labels[r]) + 6, header + r * cell + 14), fill="white")
+            draw.text((3, header + r * cell + 2), labels[r], fill="black")
     return sheet

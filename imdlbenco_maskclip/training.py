@@ -2,7 +2,7 @@
 
 What Benco's ``train.py`` lacks and this adds: one CPU process, one GPU or torchrun with NCCL
 or gloo; atomic checkpoints every epoch (``checkpoint-last.pth``), the best by validation
-pixel F1 (``checkpoint-best.pth``); exact ``--resume`` (each epoch reseeds from the run seed
+pixel F1 (``checkpoint-best.pth``, weights only); exact ``--resume`` (each epoch reseeds from the run seed
 and the epoch number, so a resumed run draws the same batches and augmentations as an
 uninterrupted one); bf16 autocast where the card supports it; a stop with a clear message
 when the loss stops being finite.
@@ -216,22 +216,23 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
         log_writer = SummaryWriter(log_dir=str(Path(values["log_dir"]).expanduser() if values["log_dir"] else output_dir / "tensorboard"))
         print(f"Training {model_name} on {train_set} for {values['epochs']} epochs on {runtime.device}")
 
-    def save(path: Path, epoch: int) -> None:
-        if runtime.is_main:
-            checkpoints.save_atomic(
-                {
-                    "model": model_without_ddp.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch,
-                    "scaler": loss_scaler.state_dict(),
-                    "args": checkpoints.plain_namespace(args),
-                    "model_name": model_name,
-                    "model_args": model_args,
-                    "best_metric": best_metric,
-                    "history": history,
-                },
-                path,
-            )
+    def save(path: Path, epoch: int, resumable: bool = True) -> None:
+        """Benco's checkpoint layout; without optimizer and scaler state when not ``resumable``
+        (the best checkpoint is for testing and predicting, and is a third of the size)."""
+        if not runtime.is_main:
+            return
+        payload = {
+            "model": model_without_ddp.state_dict(),
+            "epoch": epoch,
+            "args": checkpoints.plain_namespace(args),
+            "model_name": model_name,
+            "model_args": model_args,
+            "best_metric": best_metric,
+            "history": history,
+        }
+        if resumable:
+            payload.update(optimizer=optimizer.state_dict(), scaler=loss_scaler.state_dict())
+        checkpoints.save_atomic(payload, path)
 
     started = time.time()
     for epoch in range(start_epoch, values["epochs"]):
@@ -261,7 +262,7 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
         history.append(record)
         if "val_mean_pixel_f1" in record and (best_metric is None or record["val_mean_pixel_f1"] > best_metric):
             best_metric = record["val_mean_pixel_f1"]
-            save(output_dir / BEST, epoch)
+            save(output_dir / BEST, epoch, resumable=False)
             if runtime.is_main:
                 print(f"New best mean pixel F1 {best_metric:.4f} at epoch {epoch}: {output_dir / BEST}")
         save(output_dir / LAST, epoch)
