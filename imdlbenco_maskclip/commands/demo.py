@@ -25,10 +25,7 @@ OPTIONS = [
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    shared.add_config_flag(parser)
-    parser.set_defaults(config="cpu_demo")
-    shared.add_options(parser, OPTIONS)
-    parser.set_defaults(accepts_model_flags=True)
+    shared.configure(parser, OPTIONS, default_config="cpu_demo")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,8 @@ from imdlbenco_maskclip.commands import shared
 from imdlbenco_maskclip.run_config import Option, parse_size
 
 OPTIONS = [
-    Option("checkpoint", str, None, "checkpoint written by benco train or by Benco's save_model", metavar="CKPT"),
-    Option("model", str, None, "model name; default: the one the checkpoint records", metavar="NAME"),
+    shared.CHECKPOINT,
+    shared.CHECKPOINT_MODEL,
     shared.IMAGE_SIZE,
     shared.PADDING,
     Option("batch_size", parse_size, 8, "images per step", metavar="N"),
@@ -21,9 +21,7 @@ OPTIONS = [
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUTS", help="image files, folders of images, or OpenSDI parquet shards")
-    shared.add_config_flag(parser)
-    shared.add_options(parser, OPTIONS)
-    parser.set_defaults(accepts_model_flags=True)
+    shared.configure(parser, OPTIONS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,12 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
     from imdlbenco_maskclip import model_builder, prediction, run_config
     from imdlbenco_maskclip.distributed import resolve_device
-    from imdlbenco_maskclip.errors import UserError
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
-    if not values["checkpoint"]:
-        raise UserError("--checkpoint is required")
+    shared.require(values, "checkpoint")
     inputs = prediction.collect_inputs(args.inputs)
     device = resolve_device(values["device"])
     model, name = model_builder.from_checkpoint(

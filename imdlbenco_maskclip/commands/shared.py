@@ -14,16 +14,28 @@ PADDING = Option("if_padding", None, False, "zero-pad to --image_size instead of
 DEVICE = Option("device", str, "auto", "auto, cpu, cuda or cuda:N")
 NUM_WORKERS = Option("num_workers", int, 4, "DataLoader worker processes", metavar="N")
 OUTPUT_DIR = Option("output_dir", str, "./output_dir", "where results are written", metavar="DIR")
+CHECKPOINT = Option("checkpoint", str, None, "checkpoint written by benco train or by Benco's save_model", metavar="CKPT")
+CHECKPOINT_MODEL = Option("model", str, None, "model name; default: the one the checkpoint records", metavar="NAME")
 
 
-def add_config_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None, metavar="YAML", help="run config: a path or the name of one in benco_configs/")
-
-
-def add_options(parser: argparse.ArgumentParser, options: list[Option]) -> None:
+def configure(parser: argparse.ArgumentParser, options: list[Option], default_config: str | None = None) -> None:
+    """``--config``, one flag per option, and leftover flags kept for the model's own options."""
+    parser.add_argument(
+        "--config", default=default_config, metavar="YAML", help="run config: a path or the name of one in benco_configs/"
+    )
     for option in options:
         option.add_to(parser)
     parser.epilog = (
         "Model options (e.g. --setting tiny for MaskCLIP) follow the command's own flags; "
         "'benco train --model NAME --model-help' lists them. Precedence: defaults < --config < flags."
     )
+    parser.set_defaults(accepts_model_flags=True)
+
+
+def require(values: dict, *names: str) -> None:
+    """Settings without a default that the command cannot run without."""
+    from imdlbenco_maskclip.errors import UserError
+
+    for name in names:
+        if not values[name]:
+            raise UserError(f"--{name} is required (on the command line or as '{name}:' in --config)")

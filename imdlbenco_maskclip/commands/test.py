@@ -8,8 +8,8 @@ from imdlbenco_maskclip.commands import shared
 from imdlbenco_maskclip.run_config import Option, parse_size
 
 OPTIONS = [
-    Option("checkpoint", str, None, "checkpoint written by benco train or by Benco's save_model", metavar="CKPT"),
-    Option("model", str, None, "model name; default: the one the checkpoint records", metavar="NAME"),
+    shared.CHECKPOINT,
+    shared.CHECKPOINT_MODEL,
     Option(
         "test_data_path", str, None,
         "test data: OpenSDI shards (one row per generator) and/or Benco Tp/Gt folders or JSON lists, each optionally NAME=PATH",
@@ -28,9 +28,7 @@ OPTIONS = [
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    shared.add_config_flag(parser)
-    shared.add_options(parser, OPTIONS)
-    parser.set_defaults(accepts_model_flags=True)
+    shared.configure(parser, OPTIONS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,13 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     from imdlbenco_maskclip import distributed, model_builder, protocol, reporting, run_config
     from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
-    from imdlbenco_maskclip.errors import UserError
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
-    for required in ("checkpoint", "test_data_path"):
-        if not values[required]:
-            raise UserError(f"--{required} is required (on the command line or in --config)")
+    shared.require(values, "checkpoint", "test_data_path")
     runtime = distributed.start(values["device"])
     try:
         model, name = model_builder.from_checkpoint(

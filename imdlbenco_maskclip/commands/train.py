@@ -42,25 +42,20 @@ OPTIONS = [
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    shared.add_config_flag(parser)
-    shared.add_options(parser, OPTIONS)
+    shared.configure(parser, OPTIONS)
     parser.add_argument("--model-help", action="store_true", help="list the chosen model's own options and exit")
-    parser.set_defaults(accepts_model_flags=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from imdlbenco_maskclip import distributed, model_builder, run_config, training
-    from imdlbenco_maskclip.errors import UserError
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
-    if not values["model"]:
-        raise UserError("--model is required (on the command line or as 'model:' in --config)")
+    shared.require(values, "model")
     if args.model_help:
         print(model_builder.model_options_help(values["model"]))
         return 0
-    if not values["data_path"]:
-        raise UserError("--data_path is required (on the command line or as 'data_path:' in --config)")
+    shared.require(values, "data_path")
     model_args = model_builder.parse_model_args(values["model"], config.model_args, args.model_flags, values["image_size"])
     runtime = distributed.start(values["device"])
     try:

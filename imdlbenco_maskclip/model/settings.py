@@ -7,7 +7,7 @@ network's MAE and SAM weights come from the sources in ``SIDE_SOURCES``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from imdlbenco_maskclip.errors import UserError
@@ -95,44 +95,32 @@ TINY_CLIP_CONFIG: Mapping[str, Any] = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 
-SETTINGS: dict[str, MaskCLIPSettings] = {
-    # The published shape: CLIP ViT-L/14 (OpenAI) taps into a ViT-B/16 side network at 512.
-    "paper": MaskCLIPSettings(
-        clip=ClipSettings(
-            model="ViT-L-14",
-            config=None,
-            pretrained="openai",
-            quick_gelu=True,
-            tap_blocks=(2, 4, 8, 12, 16, 20, 23),
-            tokenizer="ViT-L-14",
-        ),
-        side=VIT_B_SIDE,
-        fuse_after=(1, 2, 3, 4, 5, 6, 7),
-        fusion_heads=8,
-        decoder_dim=256,
-        decoder_heads=8,
-        head_heads=8,
-        n_ctx=10,
-        dropout=0.1,
+# The published shape: CLIP ViT-L/14 (OpenAI) taps into a ViT-B/16 side network at 512.
+PAPER = MaskCLIPSettings(
+    clip=ClipSettings(
+        model="ViT-L-14",
+        config=None,
+        pretrained="openai",
+        quick_gelu=True,
+        tap_blocks=(2, 4, 8, 12, 16, 20, 23),
+        tokenizer="ViT-L-14",
     ),
+    side=VIT_B_SIDE,
+    fuse_after=(1, 2, 3, 4, 5, 6, 7),
+    fusion_heads=8,
+    decoder_dim=256,
+    decoder_heads=8,
+    head_heads=8,
+    n_ctx=10,
+    dropout=0.1,
+)
+
+SETTINGS: dict[str, MaskCLIPSettings] = {
+    "paper": PAPER,
     # The same side network and heads on CLIP ViT-B/16 (OpenAI): less memory, for 24 GB GPUs.
-    "base": MaskCLIPSettings(
-        clip=ClipSettings(
-            model="ViT-B-16",
-            config=None,
-            pretrained="openai",
-            quick_gelu=True,
-            tap_blocks=(1, 2, 4, 6, 8, 10, 11),
-            tokenizer="ViT-B-16",
-        ),
-        side=VIT_B_SIDE,
-        fuse_after=(1, 2, 3, 4, 5, 6, 7),
-        fusion_heads=8,
-        decoder_dim=256,
-        decoder_heads=8,
-        head_heads=8,
-        n_ctx=10,
-        dropout=0.1,
+    "base": replace(
+        PAPER,
+        clip=replace(PAPER.clip, model="ViT-B-16", tap_blocks=(1, 2, 4, 6, 8, 10, 11), tokenizer="ViT-B-16"),
     ),
     # Small widths, random weights, nothing to download: tests and the CPU demo (64-128 px).
     "tiny": MaskCLIPSettings(
