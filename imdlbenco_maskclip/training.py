@@ -201,8 +201,9 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
             checkpoints.load_weights(model_without_ddp, state["model"], str(resume_path))
             if "optimizer" in state:
                 optimizer.load_state_dict(state["optimizer"])
-            if "scaler" in state:
                 loss_scaler.load_state_dict(state["scaler"])
+            else:
+                print(f"--resume: {resume_path} holds weights only (a best checkpoint?): the optimizer starts afresh")
             start_epoch = int(state.get("epoch", -1)) + 1
             best_metric = state.get("best_metric")
             history = list(state.get("history", []))

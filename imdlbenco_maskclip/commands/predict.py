@@ -21,7 +21,9 @@ OPTIONS = [
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUTS", help="image files, folders of images, or OpenSDI parquet shards")
-    shared.configure(parser, OPTIONS)
+    # Image paths and unknown model flags cannot be told apart, so model options come from the
+    # checkpoint or the config here.
+    shared.configure(parser, OPTIONS, model_flags=False)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,18 +18,24 @@ CHECKPOINT = Option("checkpoint", str, None, "checkpoint written by benco train 
 CHECKPOINT_MODEL = Option("model", str, None, "model name; default: the one the checkpoint records", metavar="NAME")
 
 
-def configure(parser: argparse.ArgumentParser, options: list[Option], default_config: str | None = None) -> None:
-    """``--config``, one flag per option, and leftover flags kept for the model's own options."""
+def configure(
+    parser: argparse.ArgumentParser, options: list[Option], default_config: str | None = None, model_flags: bool = True
+) -> None:
+    """``--config``, one flag per option, and (with ``model_flags``) leftover flags kept for the
+    model's own options."""
     parser.add_argument(
         "--config", default=default_config, metavar="YAML", help="run config: a path or the name of one in benco_configs/"
     )
     for option in options:
         option.add_to(parser)
-    parser.epilog = (
+    model_help = (
         "Model options (e.g. --setting tiny for MaskCLIP) follow the command's own flags; "
-        "'benco train --model NAME --model-help' lists them. Precedence: defaults < --config < flags."
+        "'benco train --model NAME --model-help' lists them."
+        if model_flags
+        else "Model options come from the checkpoint, or from 'model_args:' in --config."
     )
-    parser.set_defaults(accepts_model_flags=True)
+    parser.epilog = f"{model_help} Precedence: defaults < --config < flags."
+    parser.set_defaults(accepts_model_flags=model_flags)
 
 
 def require(values: dict, *names: str) -> None:
