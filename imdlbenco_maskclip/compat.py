@@ -70,9 +70,6 @@ def gloo_reductions() -> None:
     fails. Use the process group's own device."""
     misc.SmoothedValue.synchronize_between_processes = _synchronize_between_processes
     misc.all_reduce_mean = _all_reduce_mean
-    import IMDLBenCo.training_scripts.trainer.trainer as trainer_module
-
-    trainer_module.misc.all_reduce_mean = _all_reduce_mean
 
 
 class _GatherFreeMixin:
