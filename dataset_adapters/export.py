@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset_adapters.errors import OpenSDIError
-from dataset_adapters.rows import RowReader
+from dataset_adapters.rows import DECODE_ERRORS, RowReader, image_header
 from dataset_adapters.shards import ShardIndex, SourceLike, find_shards
 
 FORMATS = ("mani", "json")
@@ -100,17 +100,16 @@ def export_opensdi(
             key, shard_path = index.key(i), index.shards[shard].path
             if image is None:
                 raise OpenSDIError(f"the image of key {key!r} in shard {shard_path} has no bytes")
-            tp_name = stems[i] + (_key_extension(key) or _bytes_extension(image, key, shard_path))
+            tp_name = stems[i] + (_key_extension(key) or _extension(image, key, shard_path))
             tp = _place(tp_dir, tp_name, stems[i], existing[tp_dir], scratch, lambda: image, len(image))
             if with_mask:
                 if mask is None:
                     raise OpenSDIError(f"the mask of key {key!r} in shard {shard_path} has no bytes")
-                gt_name = stems[i] + _bytes_extension(mask, key, shard_path)
+                gt_name = stems[i] + _extension(mask, key, shard_path)
                 gt = _place(gt_dir, gt_name, stems[i], existing[gt_dir], scratch, lambda: mask, len(mask))
             elif label == 1 or format == "mani":
-                size = _image_size(image, key, shard_path)
                 gt = _place(gt_dir, stems[i] + ".png", stems[i], existing[gt_dir], scratch,
-                            lambda: _flat_png(size, 255 if label == 1 else 0), None)
+                            lambda: _flat_png(_header(image, key, shard_path)[1], 255 if label == 1 else 0), None)
             else:
                 gt = "Negative"
             records.append([str(tp), str(gt)])
@@ -177,21 +176,16 @@ def _key_extension(key: str) -> str:
     return match.group(0) if match else ""
 
 
-def _bytes_extension(data: bytes, key: str, shard: str) -> str:
+def _header(data: bytes, key: str, shard: str) -> tuple[str, tuple[int, int]]:
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            kind = image.format or ""
-    except (OSError, ValueError, SyntaxError) as error:
+        return image_header(data)
+    except DECODE_ERRORS as error:
         raise OpenSDIError(f"cannot read the image header of key {key!r} in shard {shard}: {error}") from None
+
+
+def _extension(data: bytes, key: str, shard: str) -> str:
+    kind = _header(data, key, shard)[0]
     return _FORMAT_EXTENSIONS.get(kind, f".{kind.lower()}" if kind else ".img")
-
-
-def _image_size(data: bytes, key: str, shard: str) -> tuple[int, int]:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except (OSError, ValueError, SyntaxError) as error:
-        raise OpenSDIError(f"cannot read the image header of key {key!r} in shard {shard}: {error}") from None
 
 
 def _flat_png(size: tuple[int, int], value: int) -> bytes:

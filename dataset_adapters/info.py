@@ -9,7 +9,6 @@ PIL without decoding pixels. ``size_rows=0`` reads every row group.
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -17,9 +16,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from PIL import Image
 from tqdm import tqdm
 
+from dataset_adapters.rows import DECODE_ERRORS, image_header
 from dataset_adapters.shards import KINDS, OTHER_KIND, ShardIndex, SourceLike, find_shards, generator_order
 
 DEFAULT_SIZE_ROWS = 2000
@@ -116,7 +115,6 @@ def _header_size(data: bytes | None) -> tuple[int, int] | None:
     if data is None:
         return None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except (OSError, ValueError, SyntaxError):
+        return image_header(data)[1]
+    except DECODE_ERRORS:
         return None

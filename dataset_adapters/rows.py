@@ -24,7 +24,7 @@ from dataset_adapters.errors import OpenSDIError
 from dataset_adapters.shards import Shard
 
 _OPEN_FILES = 4
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 
 
 def decode_rgb(data: bytes | None, what: str, key: str, shard: str) -> Image.Image:
@@ -37,10 +37,17 @@ def decode_rgb(data: bytes | None, what: str, key: str, shard: str) -> Image.Ima
             image.load()
             return image
         return image.convert("RGB")
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise OpenSDIError(
             f"cannot decode the {what} of key {key!r} in shard {shard}: {type(error).__name__}: {error}"
         ) from None
+
+
+def image_header(data: bytes) -> tuple[str, tuple[int, int]]:
+    """Format name and (width, height) from an image's header, without decoding its pixels.
+    Raises one of ``DECODE_ERRORS`` when the header cannot be read."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.format or "", image.size
 
 
 class RowReader:
