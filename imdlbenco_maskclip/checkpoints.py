@@ -16,22 +16,16 @@ from typing import Any
 
 import torch
 
+from imdlbenco_maskclip.atomic import atomic_path
 from imdlbenco_maskclip.errors import UserError
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    """Save ``payload`` to ``path`` atomically, flushed to disk before the rename."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def plain_namespace(args: argparse.Namespace) -> argparse.Namespace:

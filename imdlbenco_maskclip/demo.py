@@ -17,7 +17,7 @@ from PIL import Image
 from imdlbenco_maskclip import pictures, protocol, reporting, training
 from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 from imdlbenco_maskclip.distributed import Runtime
-from imdlbenco_maskclip.model_builder import build_model
+from imdlbenco_maskclip.model_builder import build_model, from_checkpoint
 
 GENERATORS = ("sd15", "sd2", "sdxl", "sd3", "flux")
 
@@ -99,8 +99,6 @@ def run_demo(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtim
         "output_dir": str(output_dir / "run"),
     }
     result = training.train(train_values, values["model"], model_args, runtime)
-    from imdlbenco_maskclip.model_builder import from_checkpoint
-
     trained_model, _ = from_checkpoint(str(result.last_checkpoint), values["model"], {}, [], values["image_size"])
     trained = protocol.evaluate(trained_model, tests, runtime, values["test_batch_size"])
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from imdlbenco_maskclip.atomic import atomic_path
 
 OVERLAY_COLOR = np.array([255, 40, 40], dtype=np.float32)
 
@@ -27,10 +28,8 @@ def overlay(image: Image.Image, probability: np.ndarray, threshold: float = 0.5,
 
 def save_png(picture: Image.Image, path: Path) -> None:
     """Write a PNG atomically, so an interrupted run never leaves a truncated picture."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    picture.save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        picture.save(temporary, format="PNG")
 
 
 def grid(

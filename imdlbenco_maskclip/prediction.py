@@ -8,8 +8,8 @@ at each image's original size.
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from imdlbenco_maskclip import pictures
+from imdlbenco_maskclip.atomic import write_text
 from imdlbenco_maskclip.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -173,14 +174,10 @@ def predict(
 
 
 def _write_tables(rows: list[dict], output_dir: Path) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
     fields = ["name", "source", "width", "height", "fake_probability", "manipulated_fraction", "mask"]
-    temporary = output_dir / ".predictions.csv.tmp"
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows({k: row.get(k) for k in fields} for row in rows)
-    os.replace(temporary, output_dir / "predictions.csv")
-    temporary = output_dir / ".predictions.json.tmp"
-    temporary.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    os.replace(temporary, output_dir / "predictions.json")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows({k: row.get(k) for k in fields} for row in rows)
+    write_text(output_dir / "predictions.csv", table.getvalue())
+    write_text(output_dir / "predictions.json", json.dumps(rows, indent=1) + "\n")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import asdict, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from imdlbenco_maskclip.atomic import write_text
 from imdlbenco_maskclip.protocol import ProtocolResult, SplitScores
 
 LEADERBOARD = Path(__file__).resolve().parent / "resources" / "opensdi_leaderboard.json"
@@ -82,12 +82,6 @@ def paper_comparison(result: ProtocolResult, model_name: str) -> str:
     return markdown_table(header, rows) + "\n\n" + notes.rstrip()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def write_results(result: ProtocolResult, output_dir: Path, model_name: str, checkpoint: str, compare: bool) -> list[Path]:
     """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -95,22 +89,22 @@ def write_results(result: ProtocolResult, output_dir: Path, model_name: str, che
     payload = {"model": model_name, "checkpoint": checkpoint, **result.as_dict()}
     if compare:
         payload["paper"] = {"source": leaderboard()["source"], "name": PAPER_NAMES.get(model_name)}
-    _write_atomic(paths["json"], json.dumps(payload, indent=2) + "\n")
+    write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
     markdown = f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`\n\n{result_table(result)}\n"
     if compare:
         markdown += f"\n## Beside the paper\n\n{paper_comparison(result, model_name)}\n"
-    _write_atomic(paths["md"], markdown)
+    write_text(paths["md"], markdown)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(SplitScores)])
     writer.writeheader()
     for row in [*result.rows, result.mean]:
         writer.writerow(asdict(row))
-    _write_atomic(paths["csv"], buffer.getvalue())
+    write_text(paths["csv"], buffer.getvalue())
     per_image = output_dir / "per_image.csv"
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["split", "name", "label", "partial_fake", "pred_label", "pixel_f1", "pixel_iou"])
     for r in result.records:
         writer.writerow([r.split, r.name, r.label, int(r.partial), r.pred_label, r.pixel_f1, r.pixel_iou])
-    _write_atomic(per_image, buffer.getvalue())
+    write_text(per_image, buffer.getvalue())
     return [*paths.values(), per_image]
