@@ -74,20 +74,19 @@ def partial_fakes(mask: torch.Tensor, label: torch.Tensor, shape_mask: torch.Ten
 def _batch_records(split: str, batch: dict, output: dict) -> list[ImageRecord]:
     from IMDLBenCo.evaluation import PixelF1, PixelIOU
 
-    mask = batch["mask"].float()
+    mask = batch["mask"].float().cpu()
     label = torch.as_tensor(batch["label"]).flatten().cpu()
-    shape_mask = batch.get("shape_mask")
-    partial = partial_fakes(mask.cpu(), label, None if shape_mask is None else shape_mask.cpu())
-    f1 = iou = [None] * len(label)
+    shape_mask = None if batch.get("shape_mask") is None else batch["shape_mask"].float().cpu()
+    partial = partial_fakes(mask, label, shape_mask)
+    f1: list[float | None] = [None] * len(label)
+    iou: list[float | None] = [None] * len(label)
     pred_mask = output.get("pred_mask")
     if pred_mask is not None and bool(partial.any()):
         sel = partial.nonzero().flatten()
-        pm = pred_mask.detach().float().cpu()[sel]
-        gt = mask.cpu()[sel]
-        sm = None if shape_mask is None else shape_mask.float().cpu()[sel]
+        pm, gt = pred_mask.detach().float().cpu()[sel], mask[sel]
+        sm = None if shape_mask is None else shape_mask[sel]
         f1_sel = PixelF1(threshold=0.5).batch_update(pm, gt, sm).tolist()
         iou_sel = PixelIOU(threshold=0.5).batch_update(pm, gt, sm).tolist()
-        f1, iou = list(f1), list(iou)
         for j, i in enumerate(sel.tolist()):
             f1[i], iou[i] = f1_sel[j], iou_sel[j]
     pred_label = output.get("pred_label")
