@@ -7,8 +7,9 @@ in Benco's ``DATASETS``, so existing Benco scripts can use both by name.
 from IMDLBenCo.registry import DATASETS, MODELS
 
 from dataset_adapters import OpenSDIDataset
+from imdlbenco_maskclip.loading import load_model
 from imdlbenco_maskclip.model import MaskCLIP
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskCLIP", "OpenSDIDataset", "MODELS", "DATASETS", "__version__"]
+__all__ = ["MaskCLIP", "load_model", "OpenSDIDataset", "MODELS", "DATASETS", "__version__"]
