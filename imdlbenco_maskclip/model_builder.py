@@ -69,33 +69,48 @@ def parse_model_args(
 
 
 def from_checkpoint(
-    checkpoint: str, model_name: str | None, configured: dict[str, Any], extra_flags: Sequence[str], image_size: int
+    checkpoint: str, model_name: str | None, configured: dict[str, Any], extra_flags: Sequence[str], image_size: int | None
 ) -> tuple[torch.nn.Module, str]:
-    """Rebuild the model a checkpoint was trained as (options: checkpoint < config < flags) and load it."""
-    from imdlbenco_maskclip import checkpoints
+    """The model a checkpoint holds (options: recorded < config < flags), through
+    ``loading.build_from_checkpoint``, with its errors as flag-named ``UserError``\ s."""
+    from imdlbenco_maskclip.loading import build_from_checkpoint, read_checkpoint
 
-    payload = checkpoints.load(checkpoint)
-    saved_name, saved_args = checkpoints.model_identity(payload)
-    if model_name and saved_name and model_name != saved_name:
-        raise UserError(f"--model {model_name}: {checkpoint} holds a {saved_name} (leave --model out to use it)")
-    name = model_name or saved_name
+    try:
+        stored = read_checkpoint(checkpoint)
+    except FileNotFoundError as error:
+        raise UserError(f"--checkpoint: {error}") from None
+    if model_name and stored.model_name and model_name != stored.model_name:
+        raise UserError(f"--model {model_name}: {checkpoint} holds a {stored.model_name} (leave --model out to use it)")
+    name = model_name or stored.model_name
     if not name:
         raise UserError(f"--model: {checkpoint} does not record which model it holds; pass --model NAME")
-    model_args = parse_model_args(name, {**saved_args, **configured}, extra_flags, image_size)
-    model = build_model(name, model_args)
-    checkpoints.load_weights(model, payload["model"], checkpoint)
-    return model, name
+    model_args = parse_model_args(name, {**stored.model_options, **configured}, extra_flags, image_size)
+    try:
+        return build_from_checkpoint(stored, name, **model_args), name
+    except UserError:
+        raise
+    except (OSError, RuntimeError, ValueError, TypeError, AssertionError) as error:
+        raise as_user_error(error, f"--checkpoint {checkpoint}") from None
+
+
+def as_user_error(error: Exception, context: str) -> UserError:
+    """A model's Python error as the CLI reports it: ``--OPTION: ...`` when the error names
+    the option at fault (``model.errors``), else ``CONTEXT: Type: message``."""
+    option = getattr(error, "option", None)
+    if option:
+        return UserError(f"--{error}")
+    return UserError(f"{context}: {type(error).__name__}: {error}")
 
 
 def build_model(name: str, model_args: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate ``name`` with ``model_args``; construction failures name the model."""
+    """Instantiate ``name`` with ``model_args``; construction failures name the model or the option."""
     cls = model_class(name)
     try:
         return cls(**model_args)
     except UserError:
         raise
     except (OSError, RuntimeError, ValueError, TypeError, AssertionError) as error:
-        raise UserError(f"could not build {name} with {model_args}: {type(error).__name__}: {error}") from error
+        raise as_user_error(error, f"could not build {name} with {model_args}") from error
 
 
 def model_options_help(name: str) -> str:

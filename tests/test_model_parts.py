@@ -102,10 +102,18 @@ def test_decoder_equals_concatenate_then_fuse_and_plain_text_attention():
 
 
 def test_detection_head_scores_class_tokens_against_both_prompts():
+    """``nn.MultiheadAttention``'s packed parameters (as the published head has them), self-
+    attention written out, residual, LayerNorm, mean over taps, bias-free projection, dot
+    products with the two text features."""
     torch.manual_seed(5)
     head = DetectionHead(32, 16, 4, dropout=0.1).to(DEVICE).eval()
+    assert isinstance(head.attn, torch.nn.MultiheadAttention) and head.attn.in_proj_weight.shape == (96, 32)
+    assert head.proj.bias is None and head.norm.eps == 1e-5
     cls, text = torch.randn(3, 7, 32, device=DEVICE), F.normalize(torch.randn(2, 16, device=DEVICE), dim=-1)
-    expected = head.proj(head.norm(cls + plain_attention(head.attn, cls, cls)).mean(1)) @ text.t()
+    q, k, v = (t.view(3, 7, 4, 8).transpose(1, 2) for t in F.linear(cls, head.attn.in_proj_weight, head.attn.in_proj_bias).chunk(3, -1))
+    attended = ((q @ k.transpose(-1, -2)) / 8**0.5).softmax(-1) @ v
+    attended = head.attn.out_proj(attended.transpose(1, 2).reshape(3, 7, 32))
+    expected = head.proj(head.norm(cls + attended).mean(1)) @ text.t()
     assert close(head(cls, text), expected)
 
 

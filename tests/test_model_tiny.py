@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import imdlbenco_maskclip  # noqa: F401  (registers MaskCLIP in Benco's MODELS)
-from imdlbenco_maskclip.errors import UserError
-from imdlbenco_maskclip.model import MaskCLIP
+from imdlbenco_maskclip.model import MaskCLIP, build_maskclip
 
 DEVICE = torch.device(os.environ.get("MASKCLIP_TEST_DEVICE", "cpu"))
 if DEVICE.type == "cuda":  # compare in true fp32, not TF32
@@ -92,7 +91,7 @@ def test_pred_label_is_the_fake_probability_of_the_prompt_logits(tiny):
     data = make_batch(4, 64, 64)
     with torch.no_grad():
         out = tiny(**data)
-        logits = tiny.detection_head(tiny.clip(data["image"]).cls, tiny.text_features())
+        logits = tiny.detection_head(tiny.clip(tiny.clip_normalize(data["image"])).cls, tiny.text_features())
     assert torch.allclose(out["pred_label"], logits.softmax(-1)[:, 1], atol=1e-6)
     assert ((out["pred_label"] >= 0) & (out["pred_label"] <= 1)).all()
 
@@ -160,7 +159,7 @@ def test_clip_taps_are_the_ln_2_outputs_of_open_clips_own_forward_on_clip_statis
     with torch.no_grad():
         visual(clip_input)
         expected = list(seen)
-        taps = tiny.clip(imagenet)
+        taps = tiny.clip(tiny.clip_normalize(imagenet))
     for hook in hooks:
         hook.remove()
     assert taps.grid == (4, 4) and taps.cls.shape == (2, 4, 64)
@@ -228,38 +227,40 @@ def test_benco_argparsers_turn_the_options_into_typed_flags():
     from imdlbenco_maskclip.compat import model_argparser
 
     flags = ["--setting", "tiny", "--clip_pretrained", "none", "--side_init", "none", "--edge_lambda", "5"]
-    for parser in (create_argparser(MaskCLIP), model_argparser(MaskCLIP)):
+    for parser in (create_argparser(build_maskclip), model_argparser(build_maskclip)):
         args = parser.parse_args(flags)
         assert args.setting == "tiny" and args.edge_lambda == 5.0
-        model = MaskCLIP(**vars(args))
-        assert model.clip_weights == "none" and model.edge_lambda == 5.0
-    none_flags = model_argparser(MaskCLIP).parse_args(["--setting", "tiny", "--clip_pretrained", "none", "--side_init", "none"])
+        model = build_maskclip(**vars(args))
+        assert model.clip_source == "none" and model.edge_lambda == 5.0
+    none_flags = model_argparser(build_maskclip).parse_args(["--setting", "tiny", "--clip_pretrained", "none", "--side_init", "none"])
     assert none_flags.clip_pretrained is None  # the lead's parser reads none as None
-    assert MaskCLIP(**vars(none_flags)).clip_weights == "none"
-    defaults = vars(create_argparser(MaskCLIP).parse_args([]))
+    assert build_maskclip(**vars(none_flags)).clip_source == "none"
+    defaults = vars(create_argparser(build_maskclip).parse_args([]))
     assert defaults == {"setting": "paper", "clip_pretrained": "default", "side_init": "default", "side_weights": "default", "edge_lambda": 20.0}
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"setting": "huge"}, "unknown MaskCLIP setting"),
-        ({"setting": "tiny", "side_init": "imagenet"}, "--side_init"),
-        ({"setting": "tiny", "side_weights": "/x/mae.pth"}, "--side_init is none"),
-        ({"setting": "tiny", "side_init": "mae"}, "use setting paper or base"),
-        ({"setting": "tiny", "clip_pretrained": "openai"}, "neither a file nor an open_clip tag"),
-        ({"setting": "tiny", "clip_pretrained": "/no/such/open_clip_pytorch_model.bin"}, "neither a file"),
+        ({"setting": "huge"}, "setting: unknown MaskCLIP setting"),
+        ({"setting": "tiny", "side_init": "imagenet"}, "side_init: 'imagenet' is not one of"),
+        ({"setting": "tiny", "side_weights": "/x/mae.pth"}, "side_weights: given but side_init is none"),
+        ({"setting": "tiny", "side_init": "mae"}, "side_init: .*use setting paper or base"),
+        ({"setting": "tiny", "clip_pretrained": "openai"}, "clip_pretrained: .*neither a file nor an open_clip tag"),
+        ({"setting": "tiny", "clip_pretrained": "/no/such/open_clip_pytorch_model.bin"}, "clip_pretrained: .*neither a file"),
     ],
 )
-def test_user_errors_name_the_flag(kwargs, message):
-    with pytest.raises(UserError, match=message):
-        MaskCLIP(**kwargs)
+def test_option_errors_are_value_errors_that_name_the_option(kwargs, message):
+    """Python terms for Python callers (ValueError), with the option for the CLI's message."""
+    with pytest.raises(ValueError, match=message) as caught:
+        build_maskclip(**kwargs)
+    assert caught.value.option == message.split(":")[0]
 
 
-def test_registered_in_benco_models():
+def test_registered_in_benco_models_as_the_factory():
     from IMDLBenCo.registry import MODELS
 
-    assert MODELS.get("MaskCLIP") is MaskCLIP
+    assert MODELS.get("MaskCLIP") is build_maskclip
 
 
 def test_state_dict_keeps_random_clip_and_loads_strictly(tiny):
@@ -284,15 +285,15 @@ def test_state_dict_leaves_out_pretrained_clip_and_benco_checkpoints_round_trip(
     clip_file = tmp_path / "open_clip_pytorch_model.bin"
     torch.save(source.clip.model.state_dict(), clip_file)
 
-    model = MaskCLIP("tiny", clip_pretrained=str(clip_file)).to(DEVICE)
-    assert model.clip_weights == str(clip_file)
+    model = build_maskclip("tiny", clip_pretrained=str(clip_file)).to(DEVICE)
+    assert model.clip_source == str(clip_file)
     assert all(torch.equal(v, source.clip.model.state_dict()[k].to(DEVICE)) for k, v in model.clip.model.state_dict().items())
     state = model.state_dict()
     assert state and not any(k.startswith("clip.") for k in state)
     assert set(state) == {k for k in source.state_dict() if not k.startswith("clip.")}
 
     torch.manual_seed(4)
-    fresh = MaskCLIP("tiny", clip_pretrained=str(clip_file)).to(DEVICE)
+    fresh = build_maskclip("tiny", clip_pretrained=str(clip_file)).to(DEVICE)
     assert fresh.load_state_dict(state, strict=True).missing_keys == []
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in state.items())
     with pytest.raises(RuntimeError, match="Missing key"):
@@ -309,7 +310,7 @@ def test_state_dict_leaves_out_pretrained_clip_and_benco_checkpoints_round_trip(
     assert set(saved) == set(state)
 
     torch.manual_seed(5)
-    restored = MaskCLIP("tiny", clip_pretrained=str(clip_file)).to(DEVICE)
+    restored = build_maskclip("tiny", clip_pretrained=str(clip_file)).to(DEVICE)
     restored_optimizer = torch.optim.AdamW([p for p in restored.parameters() if p.requires_grad], lr=1e-3)
     misc.load_model(argparse.Namespace(resume=str(checkpoint), eval=False), restored, restored_optimizer, misc.NativeScalerWithGradNormCount())
     assert all(torch.equal(v, restored.state_dict()[k]) for k, v in model.state_dict().items())

@@ -1,10 +1,13 @@
 """MaskCLIP and its parts, one module each (segment-anything's ``modeling/`` layout).
 
-``MaskCLIP`` is registered in Benco's ``MODELS`` on import. ``SETTINGS`` holds the named
-shapes (paper, base, tiny) and ``SIDE_SOURCES`` the MAE/SAM weight sources.
+``MaskCLIP`` is the network of a setting with random weights; ``build_maskclip`` loads its
+pretrained sources and is registered in Benco's ``MODELS`` as ``MaskCLIP`` on import.
+``SETTINGS`` holds the named shapes (paper, paper_sam, base, tiny) and ``SIDE_SOURCES`` the
+MAE/SAM weight sources.
 """
 
+from imdlbenco_maskclip.model.build import build_maskclip
 from imdlbenco_maskclip.model.maskclip import MaskCLIP
 from imdlbenco_maskclip.model.settings import SETTINGS, SIDE_SOURCES, MaskCLIPSettings, get_setting
 
-__all__ = ["MaskCLIP", "SETTINGS", "SIDE_SOURCES", "MaskCLIPSettings", "get_setting"]
+__all__ = ["MaskCLIP", "build_maskclip", "SETTINGS", "SIDE_SOURCES", "MaskCLIPSettings", "get_setting"]

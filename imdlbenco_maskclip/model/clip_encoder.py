@@ -15,10 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 @dataclass
 class ClipTaps:
     """CLIP features of one image batch: ``cls`` B x T x C (token 0 of each tap) and
@@ -32,17 +28,11 @@ class ClipTaps:
 class FrozenCLIP(nn.Module):
     """A whole open_clip ``CLIP`` kept frozen and in eval mode, read at ``tap_blocks``.
 
-    Images arrive normalized with ImageNet statistics (Benco's datasets); they are resized to
-    CLIP's input size and moved to CLIP's ``mean`` and ``std`` with one per-channel affine map.
+    Images arrive normalized with CLIP's statistics; they are resized (bilinear,
+    align_corners=True) to CLIP's input size.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tap_blocks: Sequence[int],
-        mean: Sequence[float],
-        std: Sequence[float],
-    ) -> None:
+    def __init__(self, model: nn.Module, tap_blocks: Sequence[int]) -> None:
         super().__init__()
         self.model = model.requires_grad_(False)
         self.tap_blocks = tuple(tap_blocks)
@@ -56,10 +46,6 @@ class FrozenCLIP(nn.Module):
         self.text_width = model.transformer.width
         projection = model.text_projection
         self.embed_dim = projection.shape[1] if isinstance(projection, torch.Tensor) else projection.out_features
-        scale = torch.tensor(IMAGENET_STD) / torch.tensor(std)
-        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(mean)) / torch.tensor(std)
-        self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_shift", shift.view(1, 3, 1, 1), persistent=False)
         self.train(False)
 
     def train(self, mode: bool = True) -> FrozenCLIP:
@@ -69,7 +55,6 @@ class FrozenCLIP(nn.Module):
     def _embed_image(self, image: torch.Tensor) -> torch.Tensor:
         visual = self.model.visual
         x = F.interpolate(image, size=self.image_size, mode="bilinear", align_corners=True)
-        x = torch.addcmul(self.input_shift.to(x.dtype), x, self.input_scale.to(x.dtype))
         x = visual.conv1(x)
         x = x.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -77,7 +62,7 @@ class FrozenCLIP(nn.Module):
         return visual.ln_pre(x)
 
     def forward(self, image: torch.Tensor) -> ClipTaps:
-        """Image B x 3 x H x W (ImageNet-normalized) -> the ``ln_2`` taps, without gradient."""
+        """Image B x 3 x H x W (CLIP-normalized) -> the ``ln_2`` taps, without gradient."""
         visual = self.model.visual
         taps: list[torch.Tensor] = []
         with torch.no_grad():

@@ -2,8 +2,9 @@
 
 Per fusion layer: a 1x1 projection of the CLIP map to the side width (applied on CLIP's own
 grid and then resized, which equals resizing first because bilinear weights sum to one),
-channel LayerNorm, multi-head attention with queries from the CLIP tokens and keys/values from
-the side tokens, the attention's output projection and a LayerNorm, added to the side tokens.
+channel LayerNorm (eps 1e-6), multi-head attention with queries from the CLIP tokens and
+keys/values from the side tokens, the attention's output projection and a LayerNorm (torch's
+default eps 1e-5), added to the side tokens: the published ``AttentionFusion``'s eps values.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class ClipToSideFusion(nn.Module):
     def __init__(self, clip_dim: int, side_dim: int, heads: int) -> None:
         super().__init__()
         self.clip_proj = nn.Linear(clip_dim, side_dim)
-        self.clip_norm = nn.LayerNorm(side_dim)
+        self.clip_norm = nn.LayerNorm(side_dim, eps=1e-6)
         self.attn = MultiHeadAttention(side_dim, heads)
         self.out_norm = nn.LayerNorm(side_dim)
 

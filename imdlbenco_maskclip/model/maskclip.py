@@ -1,92 +1,69 @@
-"""MaskCLIP (OpenSDI, CVPR 2025) composed from its parts, with Benco's forward contract.
+"""MaskCLIP (OpenSDI, CVPR 2025): the network, composed from its parts, with Benco's contract.
 
-The frozen CLIP sees the image at its own size and statistics; the side ViT sees the image
-as Benco gives it (ImageNet statistics, which MAE and SAM were trained with; the published
-code fed CLIP statistics to both, a small shift that the pretrained side weights never saw).
-After chosen side blocks a fusion layer lets CLIP patch tokens attend over the side tokens.
-The mask decoder turns the side map into mask logits, queried by the "fake" prompt feature;
-the detection head scores the CLIP class tokens against the "real" and "fake" prompts.
+Benco's samples arrive normalized with ImageNet statistics; one per-channel affine map moves
+them to CLIP's statistics at the entrance, and both the frozen CLIP and the side ViT see that
+tensor, as in the published network. After chosen side blocks a fusion layer lets CLIP patch
+tokens attend over the side tokens. The mask decoder turns the side map into mask logits,
+queried by the "fake" prompt feature, and they are resized to the input (bilinear,
+align_corners=True); the detection head scores the CLIP class tokens against the "real" and
+"fake" prompts.
 
-Note: this module must not use ``from __future__ import annotations``; Benco's
-``create_argparser`` uses the ``__init__`` annotations as argparse types.
+``MaskCLIP(setting)`` is the network with random weights; ``build.build_maskclip`` (the name
+``MaskCLIP`` in Benco's ``MODELS``) adds pretrained CLIP and MAE/SAM weights.
 """
-
-import logging
 
 import torch
 import torch.nn.functional as F
-from IMDLBenCo.registry import MODELS
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from imdlbenco_maskclip.errors import UserError
 from imdlbenco_maskclip.model.clip_encoder import FrozenCLIP
 from imdlbenco_maskclip.model.detection_head import DetectionHead
 from imdlbenco_maskclip.model.fusion import ClipToSideFusion
 from imdlbenco_maskclip.model.mask_decoder import MaskDecoder
 from imdlbenco_maskclip.model.prompt_learner import PromptLearner
-from imdlbenco_maskclip.model.settings import SIDE_INITS, SIDE_SOURCES, get_setting
+from imdlbenco_maskclip.model.settings import MaskCLIPSettings, get_setting
 from imdlbenco_maskclip.model.side_vit import build_side_vit
-from imdlbenco_maskclip.model.weights import LoadReport, build_clip, is_none, load_side_weights
 
-logger = logging.getLogger(__name__)
-
-DEFAULT = "default"
-
-
-def _is_default(value: str | None) -> bool:
-    return value is not None and str(value).strip().lower() == DEFAULT
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NO_SOURCE = "none"
 
 
-def _resolve(value: str | None, default: str) -> str:
-    """A weights option: ``default`` -> the setting's, None/``none`` -> ``none``, else as given."""
-    if _is_default(value):
-        return default
-    return "none" if is_none(value) else str(value).strip()
+def build_clip_model(settings: MaskCLIPSettings) -> nn.Module:
+    """The open_clip ``CLIP`` of a setting with random weights."""
+    import open_clip
+
+    config = settings.clip.config
+    if config is None:
+        config = open_clip.get_model_config(settings.clip.model)
+        if config is None:
+            raise ValueError(f"open_clip has no model config '{settings.clip.model}'")
+    config = {key: (dict(value) if isinstance(value, dict) else value) for key, value in config.items()}
+    return open_clip.CLIP(**config, quick_gelu=settings.clip.quick_gelu)
 
 
-@MODELS.register_module()
 class MaskCLIP(nn.Module):
     """MaskCLIP for Benco: ``pred_mask`` (B x 1 x H x W) and ``pred_label`` (B) fake probabilities.
 
     Args:
-        setting: ``paper`` (CLIP ViT-L/14 + ViT-B side at 512), ``base`` (CLIP ViT-B/16) or
-            ``tiny`` (small, random, for tests and CPU demos at 64-128 px).
-        clip_pretrained: an open_clip pretrained tag of the setting's CLIP (``openai``), a
-            local checkpoint file, or ``none`` (or None) for random weights; ``default``
-            takes the setting's (``openai`` for paper/base, ``none`` for tiny).
-        side_init: ``mae``, ``sam`` or ``none`` (or None); ``default`` takes the setting's
-            (``mae`` for paper/base, ``none`` for tiny).
-        side_weights: a local file or URL of the ``side_init`` checkpoint; ``default`` (or
-            None) is the official URL, fetched into torch.hub's cache.
+        setting: a name in ``SETTINGS`` (``paper``, ``paper_sam``, ``base``, ``tiny``) or a
+            ``MaskCLIPSettings``.
         edge_lambda: weight of the edge-restricted BCE term.
 
-    Image sides must be multiples of 16. Frozen CLIP weights are left out of ``state_dict``
-    when they come from a pretrained source (they are rebuilt from it) and kept when random.
+    All weights are random; ``clip_source`` says where the frozen CLIP's weights came from
+    once a loader has filled them (``none`` until then). Frozen CLIP weights are left out of
+    ``state_dict`` when they came from a source (they are rebuilt from it) and kept when
+    random. Image sides must be multiples of 16.
     """
 
-    def __init__(
-        self,
-        setting: str = "paper",
-        clip_pretrained: str = DEFAULT,
-        side_init: str = DEFAULT,
-        side_weights: str = DEFAULT,
-        edge_lambda: float = 20.0,
-    ) -> None:
+    def __init__(self, setting: "str | MaskCLIPSettings" = "paper", edge_lambda: float = 20.0) -> None:
         super().__init__()
         self.settings = settings = get_setting(setting)
         if len(settings.fuse_after) != len(settings.clip.tap_blocks):
-            raise ValueError(f"setting {setting}: {len(settings.fuse_after)} fusion points, {len(settings.clip.tap_blocks)} CLIP taps")
-        clip_source = _resolve(clip_pretrained, settings.clip.pretrained)
-        init = _resolve(side_init, settings.side.init).lower()
-        if init not in SIDE_INITS:
-            raise UserError(f"--side_init: '{side_init}' is not one of {', '.join(SIDE_INITS)}")
-        weights_given = not (_is_default(side_weights) or is_none(side_weights))
-        if init == "none" and weights_given:
-            raise UserError("--side_weights is given but --side_init is none: pass --side_init mae or --side_init sam")
-
-        clip = build_clip(settings.clip, clip_source)
-        self.clip_weights = clip.source
-        self.clip = FrozenCLIP(clip.model, settings.clip.tap_blocks, clip.mean, clip.std)
+            raise ValueError(f"setting: {len(settings.fuse_after)} fusion points, {len(settings.clip.tap_blocks)} CLIP taps")
+        self.clip_source = NO_SOURCE
+        self.clip = FrozenCLIP(build_clip_model(settings), settings.clip.tap_blocks)
         self.prompts = PromptLearner(settings.n_ctx, self.clip.text_width, settings.prompt_template, settings.clip.tokenizer)
         self.side_vit = build_side_vit(settings.side)
         self.fusions = nn.ModuleList(
@@ -97,10 +74,10 @@ class MaskCLIP(nn.Module):
         )
         self.detection_head = DetectionHead(self.clip.width, self.clip.embed_dim, settings.head_heads, settings.dropout)
         self.edge_lambda = float(edge_lambda)
-        self.weights_report: LoadReport | None = None
-        if init != "none":
-            source = str(side_weights).strip() if weights_given else SIDE_SOURCES[init].url
-            self.weights_report = load_side_weights(self.side_vit, settings.side, init, source)
+        scale = torch.tensor(IMAGENET_STD) / torch.tensor(OPENAI_DATASET_STD)
+        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(OPENAI_DATASET_MEAN)) / torch.tensor(OPENAI_DATASET_STD)
+        self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_shift", shift.view(1, 3, 1, 1), persistent=False)
         self._fusion_after = {block: tap for tap, block in enumerate(settings.fuse_after)}
         self._text_cache: tuple[tuple, torch.Tensor] | None = None
         self._register_state_dict_hook(_drop_rebuildable_clip)
@@ -141,6 +118,11 @@ class MaskCLIP(nn.Module):
 
     # ------------------------------------------------------------ forward
 
+    def clip_normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """An ImageNet-normalized image (Benco's samples) normalized with CLIP's statistics
+        instead: one per-channel affine map."""
+        return torch.addcmul(self.input_shift.to(image.dtype), image, self.input_scale.to(image.dtype))
+
     def forward(
         self,
         image: torch.Tensor,
@@ -158,6 +140,7 @@ class MaskCLIP(nn.Module):
         if image.shape[-2] % patch or image.shape[-1] % patch:
             raise ValueError(f"MaskCLIP needs image sides that are multiples of {patch}, got {tuple(image.shape[-2:])}")
         text = self.text_features()
+        image = self.clip_normalize(image)
         taps = self.clip(image)
         x = self.side_vit.embed(image)
         for index, block in enumerate(self.side_vit.blocks):
@@ -166,7 +149,7 @@ class MaskCLIP(nn.Module):
             if tap is not None:
                 x = self.fusions[tap](x, taps.tokens[tap], taps.grid)
         mask_logits = self.mask_decoder(x.permute(0, 3, 1, 2), text[1:])
-        mask_logits = F.interpolate(mask_logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        mask_logits = F.interpolate(mask_logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
         label_logits = self.detection_head(taps.cls, text)
         pred_mask = torch.sigmoid(mask_logits)
         output = {"pred_mask": pred_mask, "pred_label": label_logits.softmax(dim=-1)[:, 1]}
@@ -209,7 +192,8 @@ class MaskCLIP(nn.Module):
     # ------------------------------------------------------------ reporting
 
     def parameter_counts(self) -> dict:
-        """Parameters per part (``clip`` frozen, the rest trainable), as DESIGN.md lists them."""
+        """Parameters per part (``clip`` frozen, the rest trainable), split as the published
+        model's parts are counted."""
         def count(module: nn.Module) -> int:
             return sum(p.numel() for p in module.parameters())
 
@@ -230,7 +214,7 @@ class MaskCLIP(nn.Module):
 
 def _drop_rebuildable_clip(module: MaskCLIP, state_dict: dict, prefix: str, local_metadata: dict) -> None:
     """State-dict hook: leave out the frozen CLIP when its weights come from a pretrained source."""
-    if module.clip_weights == "none":
+    if module.clip_source == NO_SOURCE:
         return
     for key in [k for k in state_dict if k.startswith(prefix + "clip.")]:
         del state_dict[key]
@@ -251,6 +235,6 @@ def _restore_rebuildable_clip(
     is skipped). Also drops the cached text features."""
     module._text_cache = None
     clip_prefix = prefix + "clip."
-    if module.clip_weights == "none" or any(key.startswith(clip_prefix) for key in state_dict):
+    if module.clip_source == NO_SOURCE or any(key.startswith(clip_prefix) for key in state_dict):
         return
     state_dict.update(module.clip.state_dict(prefix=clip_prefix, keep_vars=True))

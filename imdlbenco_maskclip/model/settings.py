@@ -1,8 +1,12 @@
 """MaskCLIP settings as data, and the registry of side-network weight sources.
 
-A setting fixes every dimension of the model; ``MaskCLIP(setting=...)`` builds it. CLIP
-weights come from open_clip's own pretrained registry (a tag such as ``openai``); the side
-network's MAE and SAM weights come from the sources in ``SIDE_SOURCES``.
+A setting fixes every dimension of the network; ``MaskCLIP(setting)`` builds it with random
+weights and ``build_maskclip`` adds pretrained ones. CLIP weights come from open_clip's own
+pretrained registry (a tag such as ``openai``) or a file; the side network's MAE and SAM
+weights come from the sources in ``SIDE_SOURCES``.
+
+``paper`` is the published network (OpenSDI's ``MaskCLIP('ViTL')``), parameter for parameter.
+The other settings say how they differ from it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from imdlbenco_maskclip.errors import UserError
+from imdlbenco_maskclip.model.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,13 @@ class ClipSettings:
 
 @dataclass(frozen=True)
 class SideSettings:
-    """The trainable side ViT in segment-anything's ViTDet form (windowed + global blocks)."""
+    """The trainable side ViT in segment-anything's ViTDet form (windowed + global blocks).
+
+    ``grid`` is the token grid the relative positions of the global blocks are sized for.
+    The absolute position table is stored for ``pos_grid`` x ``pos_grid`` tokens, with a
+    class slot first when ``pos_class_slot`` (MAE's own 1 x 197 x 768 layout), and resized
+    to the actual token grid in every forward.
+    """
 
     width: int
     depth: int
@@ -42,6 +52,8 @@ class SideSettings:
     window_size: int
     global_blocks: tuple[int, ...]
     grid: int
+    pos_grid: int
+    pos_class_slot: bool
     mlp_ratio: float
     drop_path: float
     init: str
@@ -84,6 +96,8 @@ VIT_B_SIDE = SideSettings(
     window_size=14,
     global_blocks=(2, 5, 8, 11),
     grid=32,
+    pos_grid=14,
+    pos_class_slot=True,
     mlp_ratio=4.0,
     drop_path=0.1,
     init="mae",
@@ -117,7 +131,10 @@ PAPER = MaskCLIPSettings(
 
 SETTINGS: dict[str, MaskCLIPSettings] = {
     "paper": PAPER,
-    # The same side network and heads on CLIP ViT-B/16 (OpenAI): less memory, for 24 GB GPUs.
+    # Ours: the side network starts from SAM's ViT-B image encoder instead of MAE; its position
+    # table is SAM's 64 x 64 one resized once, at load, to the 32 x 32 grid (no class slot).
+    "paper_sam": replace(PAPER, side=replace(VIT_B_SIDE, init="sam", pos_grid=32, pos_class_slot=False)),
+    # Ours: the same side network and heads on CLIP ViT-B/16 (OpenAI), for 24 GB GPUs.
     "base": replace(
         PAPER,
         clip=replace(PAPER.clip, model="ViT-B-16", tap_blocks=(1, 2, 4, 6, 8, 10, 11), tokenizer="ViT-B-16"),
@@ -140,6 +157,8 @@ SETTINGS: dict[str, MaskCLIPSettings] = {
             window_size=4,
             global_blocks=(1, 3),
             grid=8,
+            pos_grid=4,
+            pos_class_slot=True,
             mlp_ratio=2.0,
             drop_path=0.0,
             init="none",
@@ -189,9 +208,12 @@ SIDE_SOURCES: dict[str, WeightSource] = {
 SIDE_INITS = ("none", *SIDE_SOURCES)
 
 
-def get_setting(name: str) -> MaskCLIPSettings:
-    """The named setting; an unknown name is a ``UserError`` listing the known ones."""
+def get_setting(name: "str | MaskCLIPSettings") -> MaskCLIPSettings:
+    """The named setting (a ``MaskCLIPSettings`` passes through); an unknown name is an
+    ``OptionError`` listing the known ones."""
+    if isinstance(name, MaskCLIPSettings):
+        return name
     try:
         return SETTINGS[name]
     except KeyError:
-        raise UserError(f"--setting: unknown MaskCLIP setting '{name}' (choose from {', '.join(SETTINGS)})") from None
+        raise OptionError("setting", f"unknown MaskCLIP setting '{name}' (choose from {', '.join(SETTINGS)})") from None

@@ -2,21 +2,25 @@
 
 Parameter names are segment-anything's ``ImageEncoderViT`` names (``patch_embed``,
 ``pos_embed``, ``blocks.N.{norm1,attn.qkv,attn.proj,attn.rel_pos_h,attn.rel_pos_w,norm2,
-mlp.lin1,mlp.lin2}``), so SAM and (remapped) MAE checkpoints load directly. Three changes
-keep the math and cut the cost: attention runs through ``scaled_dot_product_attention`` with
-the decomposed relative-position term folded into the query-key product (see
-``SideAttention``); window blocks project q/k/v before padding to whole windows and skip
-the padded queries; and the MLP recomputes its GELU in backward instead of storing it.
+mlp.lin1,mlp.lin2}``), so SAM and (remapped) MAE checkpoints load directly. LayerNorms use
+eps 1e-6 and the absolute position table keeps MAE's layout (a class slot, then a 14 x 14
+grid), resized bicubically to the token grid in every forward, as the published network has
+them. Three changes keep the math and cut the cost: attention runs through
+``scaled_dot_product_attention`` (segment-anything's ``Attention`` computes the softmax
+explicitly) with the decomposed relative-position term folded into the query-key product
+(see ``SideAttention``); window blocks project q/k/v before padding to whole windows and
+skip the padded queries; and the MLP recomputes its GELU in backward instead of storing it.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from segment_anything.modeling.image_encoder import Attention, Block, PatchEmbed, get_rel_pos
-from timm.layers import trunc_normal_
+from timm.layers import resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
 from imdlbenco_maskclip.model.settings import SideSettings
@@ -140,9 +144,13 @@ class _GeluThenLinear(torch.autograd.Function):
         return grad_h, grad_weight, flat.sum(0)
 
 
+NORM_EPS = 1e-6
+
+
 class SideBlock(Block):
-    """segment-anything's ViTDet ``Block`` with ``SideAttention``, stochastic depth and an MLP
-    (``lin1``, exact GELU, ``lin2``) that recomputes its GELU in backward.
+    """segment-anything's ViTDet ``Block`` with ``SideAttention``, stochastic depth, LayerNorm
+    eps ``NORM_EPS`` and an MLP (``lin1``, exact GELU, ``lin2``) that recomputes its GELU in
+    backward.
 
     Stochastic depth is DropPath's (each residual branch is dropped per sample with
     probability ``drop_path``, kept ones scaled by 1 / (1 - ``drop_path``)), but a branch is
@@ -164,6 +172,7 @@ class SideBlock(Block):
             num_heads=num_heads,
             mlp_ratio=mlp_ratio,
             qkv_bias=True,
+            norm_layer=partial(nn.LayerNorm, eps=NORM_EPS),
             use_rel_pos=True,
             window_size=window_size,
             input_size=input_size,
@@ -202,8 +211,9 @@ class SideBlock(Block):
 
 
 class SideViT(nn.Module):
-    """Patch embedding, absolute positions (stored for ``grid`` x ``grid`` tokens and
-    resized to other grids) and ViTDet blocks; the neck of SAM's encoder is not used."""
+    """Patch embedding, absolute positions (a 1 x (slot + ``pos_grid``\ :sup:`2`) x C table,
+    its class slot unused, resized to the token grid) and ViTDet blocks whose global
+    relative positions are sized for ``grid``; the neck of SAM's encoder is not used."""
 
     def __init__(
         self,
@@ -214,13 +224,17 @@ class SideViT(nn.Module):
         window_size: int,
         global_blocks: tuple[int, ...],
         grid: int,
+        pos_grid: int,
+        pos_class_slot: bool,
         mlp_ratio: float,
         drop_path: float,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
+        self.pos_grid = pos_grid
+        self.pos_prefix = int(pos_class_slot)
         self.patch_embed = PatchEmbed(kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size), embed_dim=width)
-        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, width))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_prefix + pos_grid * pos_grid, width))
         trunc_normal_(self.pos_embed, std=0.02)
         rates = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
@@ -238,11 +252,15 @@ class SideViT(nn.Module):
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         """Image B x 3 x H x W (sides multiples of the patch size) -> tokens B x h x w x C."""
         x = self.patch_embed(image)
-        grid = tuple(x.shape[1:3])
-        pos = self.pos_embed
-        if tuple(pos.shape[1:3]) != grid:
-            pos = F.interpolate(pos.permute(0, 3, 1, 2), size=grid, mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
-        return x + pos.to(x.dtype)
+        return x + self.positions(tuple(x.shape[1:3])).to(x.dtype)
+
+    def positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The position table without its class slot, resized (bicubic, align_corners=False,
+        no antialiasing) to ``grid``: 1 x h x w x C, differentiable in the stored table."""
+        table = resample_abs_pos_embed(
+            self.pos_embed, list(grid), [self.pos_grid, self.pos_grid], num_prefix_tokens=self.pos_prefix, antialias=False
+        )
+        return table[:, self.pos_prefix :].reshape(1, *grid, -1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """The plain side ViT (no fusion): image -> B x h x w x C."""
@@ -262,6 +280,8 @@ def build_side_vit(settings: SideSettings) -> SideViT:
         window_size=settings.window_size,
         global_blocks=settings.global_blocks,
         grid=settings.grid,
+        pos_grid=settings.pos_grid,
+        pos_class_slot=settings.pos_class_slot,
         mlp_ratio=settings.mlp_ratio,
         drop_path=settings.drop_path,
     )

@@ -1,0 +1,127 @@
+"""State dicts of the published OpenSDI ``MaskCLIP('ViTL')`` mapped onto this package's names.
+
+The published ``train.py`` saves Benco's layout (``{'model': state_dict, 'epoch', 'args', ...}``)
+with the whole model, frozen CLIP included in OpenAI ``clip`` naming. Its modules and ours
+compute the same function with differently named (in two places differently shaped) tensors:
+
+==============================================================  =====================================
+published                                                       here
+==============================================================  =====================================
+``clip.*`` (OpenAI naming, which open_clip keeps)               ``clip.model.*``
+``prompt_learner.ctx_neg`` / ``ctx_pos`` (1 x n x w each)       ``prompts.contexts`` [0] real / [1] fake
+``aggregator.vit_model.*`` (timm ``mlp.fc1/fc2``)               ``side_vit.*`` (``mlp.lin1/lin2``)
+``aggregator.text_projection``                                  ``mask_decoder.query_proj``
+``aggregator.fusion_layers.layer_B.channel_adjust.0`` (1x1 conv) ``fusions.T.clip_proj`` (linear)
+``... .channel_adjust.1`` / ``query_proj`` / ``key_proj`` /     ``fusions.T.clip_norm`` / ``attn.q_proj`` /
+``value_proj`` / ``output_proj.0`` / ``output_proj.1``          ``attn.k_proj`` / ``attn.v_proj`` / ``attn.out_proj`` / ``out_norm``
+``aggregator.mask_decoder.stages.S.*``                          ``mask_decoder.scales.S.*`` + ``laterals.S.*``
+``aggregator.mask_decoder.linear_fuse`` / ``norm`` / ``predict`` ``mask_decoder.fuse`` / ``norm`` / ``predict``
+``aggregator.mask_decoder.to_q`` / ``to_kv`` / ``proj``         ``mask_decoder.query_attn.q_proj`` / ``k_proj`` + ``v_proj`` / ``out_proj``
+``cls_aggregator.layers.0.multihead_attn`` / ``layer_norm``     ``detection_head.attn`` / ``norm``
+``cls_aggregator.projector.0``                                  ``detection_head.proj``
+==============================================================  =====================================
+
+Fusion layer ``layer_B`` follows side block B and reads CLIP tap T, where B = ``fuse_after[T]``.
+The ``ctx_pos`` context is the "fake" one: the published code puts ``ctx_neg`` prompts first,
+scores class 1 (fake) against the second and queries the mask decoder with it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import torch
+
+from imdlbenco_maskclip.model.settings import MaskCLIPSettings
+
+MARKERS = ("prompt_learner.ctx_pos", "aggregator.vit_model.patch_embed.proj.weight")
+
+# Per decoder stage: how many leading published layers belong to the scale (up/down-sampling);
+# the four after them are the lateral conv, norm, conv, norm.
+_SCALE_LAYERS = (4, 1, 0, 1)
+
+_FUSION_PARTS = {
+    "channel_adjust.0": "clip_proj",
+    "channel_adjust.1": "clip_norm",
+    "query_proj": "attn.q_proj",
+    "key_proj": "attn.k_proj",
+    "value_proj": "attn.v_proj",
+    "output_proj.0": "attn.out_proj",
+    "output_proj.1": "out_norm",
+}
+
+_PLAIN = (
+    ("aggregator.text_projection.", "mask_decoder.query_proj."),
+    ("aggregator.mask_decoder.linear_fuse.", "mask_decoder.fuse."),
+    ("aggregator.mask_decoder.norm.", "mask_decoder.norm."),
+    ("aggregator.mask_decoder.predict.", "mask_decoder.predict."),
+    ("aggregator.mask_decoder.to_q.", "mask_decoder.query_attn.q_proj."),
+    ("aggregator.mask_decoder.proj.", "mask_decoder.query_attn.out_proj."),
+    ("cls_aggregator.layers.0.multihead_attn.", "detection_head.attn."),
+    ("cls_aggregator.layers.0.layer_norm.", "detection_head.norm."),
+    ("cls_aggregator.projector.0.", "detection_head.proj."),
+    ("clip.", "clip.model."),
+)
+
+
+def is_published(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict is the published model's (a DDP ``module.`` prefix already removed)."""
+    return all(marker in state for marker in MARKERS)
+
+
+def _side_key(name: str) -> str:
+    return "side_vit." + name.replace(".mlp.fc1.", ".mlp.lin1.").replace(".mlp.fc2.", ".mlp.lin2.")
+
+
+def _decoder_stage_key(stage: int, layer: int, rest: str) -> str:
+    scale_layers = _SCALE_LAYERS[stage]
+    if layer < scale_layers:
+        inner = f".{layer}" if scale_layers > 1 else ""
+        return f"mask_decoder.scales.{stage}{inner}.{rest}"
+    return f"mask_decoder.laterals.{stage}.{layer - scale_layers}.{rest}"
+
+
+def from_published(state: Mapping[str, torch.Tensor], settings: MaskCLIPSettings) -> dict[str, torch.Tensor]:
+    """The published state dict under this package's names and shapes.
+
+    Raises ``ValueError`` naming every key that has no place here (a published model of
+    another shape, or not the published model at all).
+    """
+    tap_of_block = {block: tap for tap, block in enumerate(settings.fuse_after)}
+    mapped: dict[str, torch.Tensor] = {}
+    unplaced: list[str] = []
+    for key, value in state.items():
+        target = None
+        if key.startswith("aggregator.vit_model."):
+            target = _side_key(key[len("aggregator.vit_model.") :])
+        elif key in ("prompt_learner.ctx_neg", "prompt_learner.ctx_pos"):
+            continue
+        elif match := re.fullmatch(r"aggregator\.fusion_layers\.layer_(\d+)\.(.+)\.(weight|bias)", key):
+            block, part, kind = int(match[1]), match[2], match[3]
+            if block in tap_of_block and part in _FUSION_PARTS:
+                target = f"fusions.{tap_of_block[block]}.{_FUSION_PARTS[part]}.{kind}"
+                if part == "channel_adjust.0" and kind == "weight":
+                    value = value.flatten(1)
+        elif match := re.fullmatch(r"aggregator\.mask_decoder\.stages\.(\d)\.(\d+)\.(.+)", key):
+            target = _decoder_stage_key(int(match[1]), int(match[2]), match[3])
+        elif key.startswith("aggregator.mask_decoder.to_kv."):
+            kind = key.rsplit(".", 1)[1]
+            key_part, value_part = value.chunk(2, dim=0)
+            mapped[f"mask_decoder.query_attn.k_proj.{kind}"] = key_part
+            mapped[f"mask_decoder.query_attn.v_proj.{kind}"] = value_part
+            continue
+        else:
+            for old, new in _PLAIN:
+                if key.startswith(old):
+                    target = new + key[len(old) :]
+                    break
+        if target is None:
+            unplaced.append(key)
+        else:
+            mapped[target] = value
+    if unplaced:
+        raise ValueError(f"{len(unplaced)} published keys have no place in MaskCLIP: {', '.join(unplaced[:12])}")
+    if "prompt_learner.ctx_neg" in state and "prompt_learner.ctx_pos" in state:
+        mapped["prompts.contexts"] = torch.cat([state["prompt_learner.ctx_neg"], state["prompt_learner.ctx_pos"]], dim=0)
+    return mapped
