@@ -9,6 +9,7 @@ compact numpy arrays plus one arrow string array, so the 200,824-row training sp
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -40,13 +41,14 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 @dataclass(frozen=True)
 class Shard:
-    """One parquet file: where it is, which generator it holds, its row groups' sizes, and the column
-    whose read tells whether ``mask`` is null."""
+    """One parquet file: where it is, which generator it holds, its row groups' sizes, the column
+    whose read tells whether ``mask`` is null, and the stored label ids of real and fake."""
 
     path: str
     generator: str
     group_rows: tuple[int, ...]
     mask_probe: str
+    label_ids: tuple[int, int] = (0, 1)
 
 
 def generator_of(path: str) -> str:
@@ -177,7 +179,50 @@ def _open_shard(path: str) -> Shard:
     if not (pa.types.is_string(schema.field("key").type) or pa.types.is_large_string(schema.field("key").type)):
         raise OpenSDIError(f"{path}: column key is {schema.field('key').type}, not a string")
     groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
-    return Shard(path=path, generator=generator_of(path), group_rows=groups, mask_probe=_mask_probe(schema))
+    return Shard(
+        path=path, generator=generator_of(path), group_rows=groups, mask_probe=_mask_probe(schema),
+        label_ids=_label_ids(path, schema),
+    )
+
+
+def _label_ids(path: str, schema: pa.Schema) -> tuple[int, int]:
+    """(id of ``real``, id of ``fake``) from the ClassLabel names that ``datasets`` keeps in the
+    schema's ``huggingface`` metadata; OpenSDI's 0 and 1 for a file without such names."""
+    raw = (schema.metadata or {}).get(b"huggingface")
+    if raw is None:
+        return 0, 1
+    try:
+        feature = json.loads(raw).get("info", {}).get("features", {}).get("label", {})
+    except (ValueError, AttributeError):
+        raise OpenSDIError(f"{path}: the schema's huggingface metadata is not valid JSON") from None
+    names = feature.get("names") if isinstance(feature, dict) else None
+    if names is None:
+        return 0, 1
+    lowered = [str(n).lower() for n in names]
+    if "real" not in lowered or "fake" not in lowered:
+        raise OpenSDIError(
+            f"{path}: the label's class names are {', '.join(map(str, names))}; an OpenSDI shard names its classes real and fake"
+        )
+    return lowered.index("real"), lowered.index("fake")
+
+
+def _mask_presence(parquet: pq.ParquetFile, table: pa.Table) -> np.ndarray:
+    """Per row: whether ``mask`` holds bytes. The struct's validity comes with the cheap probe
+    column; a row group whose column statistics show more null ``mask.bytes`` than null
+    structs (a struct with a path but no bytes) has its ``mask.bytes`` read to find them."""
+    present = table.column("mask").is_valid().to_numpy(zero_copy_only=False).astype(bool)
+    metadata = parquet.metadata
+    leaf = next((j for j in range(metadata.num_columns) if metadata.schema.column(j).path == "mask.bytes"), None)
+    start = 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        stats = metadata.row_group(group).column(leaf).statistics if leaf is not None else None
+        struct_nulls = int((~present[start : start + rows]).sum())
+        if stats is None or not stats.has_null_count or stats.null_count != struct_nulls:
+            column = parquet.read_row_group(group, columns=["mask.bytes"]).column("mask").combine_chunks()
+            present[start : start + rows] &= pc.struct_field(column, "bytes").is_valid().to_numpy(zero_copy_only=False)
+        start += rows
+    return present
 
 
 def _mask_probe(schema: pa.Schema) -> str:
@@ -188,7 +233,8 @@ def _mask_probe(schema: pa.Schema) -> str:
 
 
 class ShardIndex:
-    """Rows of some shards: shard number, row number, label, mask presence and key, one entry per row."""
+    """Rows of some shards: shard number, row number, label (0 real, 1 fake, whatever ids the
+    shard stores), mask presence (a mask with bytes) and key, one entry per row."""
 
     def __init__(self, shards: Sequence[Shard], shard: np.ndarray, row: np.ndarray, label: np.ndarray,
                  has_mask: np.ndarray, keys: pa.Array) -> None:
@@ -209,23 +255,26 @@ class ShardIndex:
         for number, shard in enumerate(shards):
             with pq.ParquetFile(shard.path) as parquet:
                 table = parquet.read(columns=["key", "label", shard.mask_probe])
+                has_mask = _mask_presence(parquet, table)
             label = table.column("label")
             if label.null_count:
                 raise OpenSDIError(f"{shard.path}: column label has {label.null_count} null value(s)")
-            label = label.to_numpy()
-            bad = ~np.isin(label, (0, 1))
+            stored = label.to_numpy()
+            real_id, fake_id = shard.label_ids
+            bad = ~np.isin(stored, (real_id, fake_id))
             if bad.any():
                 raise OpenSDIError(
-                    f"{shard.path}: label {int(label[bad][0])} at row {int(np.argmax(bad))}; "
-                    f"OpenSDI labels are 0 (real) and 1 (fake)"
+                    f"{shard.path}: label {int(stored[bad][0])} at row {int(np.argmax(bad))}; "
+                    f"this shard's labels are {real_id} (real) and {fake_id} (fake)"
                 )
+            label = (stored == fake_id).astype(np.int8)
             key = table.column("key").combine_chunks()
             if key.null_count:
                 raise OpenSDIError(f"{shard.path}: column key has {key.null_count} null value(s)")
             shard_ids.append(np.full(table.num_rows, number, dtype=np.int16))
             rows.append(np.arange(table.num_rows, dtype=np.int32))
             labels.append(label.astype(np.int8))
-            masks.append(table.column("mask").is_valid().to_numpy(zero_copy_only=False).astype(bool))
+            masks.append(has_mask)
             keys.append(key.cast(pa.large_string()))
         return cls(
             shards,

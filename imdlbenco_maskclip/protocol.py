@@ -1,8 +1,10 @@
 """The OpenSDI protocol: one pass per test split, Benco's metrics on the protocol's image sets.
 
 Localization: pixel F1 and IoU at 0.5, per image by Benco's ``PixelF1``/``PixelIOU``, averaged
-over partial fakes only (fakes whose mask is not all white: authentic images would score 0
-and whole-image fakes have nothing to localize). Detection: Benco's ``ImageF1``,
+over partial fakes only, the images the published test counts: those whose key contains
+``partial`` and ``fake`` (authentic images would score 0 and whole-image fakes have nothing to
+localize). A split none of whose keys starts with ``partial/`` or ``entire/`` (Benco Tp/Gt or
+JSON data) counts its fakes with a mask that is not white everywhere instead. Detection: Benco's ``ImageF1``,
 ``ImageAccuracy`` at 0.5 and ``ImageAUC`` over all images, where the model gives
 ``pred_label``. Every image is seen exactly once, also under torchrun (each rank takes a
 strided share and the records are gathered), and the count behind each figure is reported.
@@ -11,7 +13,7 @@ strided share and the records are gathered), and the count behind each figure is
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -25,11 +27,13 @@ from imdlbenco_maskclip.distributed import Runtime
 
 @dataclass
 class ImageRecord:
-    """One test image's outcome."""
+    """One test image's outcome. ``masked_fake``: fake with a mask that is not white
+    everywhere; ``partial``: counted for localization (see ``mark_partial_fakes``)."""
 
     split: str
     name: str
     label: int
+    masked_fake: bool
     partial: bool
     pred_label: float | None
     pixel_f1: float | None
@@ -64,11 +68,23 @@ class ProtocolResult:
         return {"splits": [asdict(r) for r in self.rows], "mean": asdict(self.mean)}
 
 
-def partial_fakes(mask: torch.Tensor, label: torch.Tensor, shape_mask: torch.Tensor | None) -> torch.Tensor:
-    """Which samples of a batch are partial fakes: fake, and the mask is not white everywhere."""
+def masked_fakes(mask: torch.Tensor, label: torch.Tensor, shape_mask: torch.Tensor | None) -> torch.Tensor:
+    """Which samples of a batch are fakes whose mask is not white everywhere."""
     valid = torch.ones_like(mask) if shape_mask is None else shape_mask
     white_everywhere = ((mask * valid).flatten(1).sum(1) >= valid.flatten(1).sum(1))
     return (label.flatten() == 1) & ~white_everywhere
+
+
+def is_partial_key(name: str) -> bool:
+    """The published test's localization set: keys that contain ``partial`` and ``fake``."""
+    return "partial" in name and "fake" in name
+
+
+def mark_partial_fakes(records: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """The records of one split with ``partial`` set: by key where any key of the split starts
+    with OpenSDI's ``partial/``/``entire/`` prefix, else (no such keys) the fakes with a mask."""
+    keyed = any(r.name.startswith(("partial/", "entire/")) for r in records)
+    return [replace(r, partial=is_partial_key(r.name) if keyed else r.masked_fake) for r in records]
 
 
 def _batch_records(split: str, batch: dict, output: dict) -> list[ImageRecord]:
@@ -77,12 +93,13 @@ def _batch_records(split: str, batch: dict, output: dict) -> list[ImageRecord]:
     mask = batch["mask"].float().cpu()
     label = torch.as_tensor(batch["label"]).flatten().cpu()
     shape_mask = None if batch.get("shape_mask") is None else batch["shape_mask"].float().cpu()
-    partial = partial_fakes(mask, label, shape_mask)
+    masked = masked_fakes(mask, label, shape_mask)
+    fake = label == 1
     f1: list[float | None] = [None] * len(label)
     iou: list[float | None] = [None] * len(label)
     pred_mask = output.get("pred_mask")
-    if pred_mask is not None and bool(partial.any()):
-        sel = partial.nonzero().flatten()
+    if pred_mask is not None and bool(fake.any()):
+        sel = fake.nonzero().flatten()
         pm, gt = pred_mask.detach().float().cpu()[sel], mask[sel]
         sm = None if shape_mask is None else shape_mask[sel]
         f1_sel = PixelF1(threshold=0.5).batch_update(pm, gt, sm).tolist()
@@ -92,7 +109,7 @@ def _batch_records(split: str, batch: dict, output: dict) -> list[ImageRecord]:
     pred_label = output.get("pred_label")
     probabilities = [None] * len(label) if pred_label is None else pred_label.detach().float().flatten().cpu().tolist()
     return [
-        ImageRecord(split, str(batch["name"][i]), int(label[i]), bool(partial[i]), probabilities[i], f1[i], iou[i])
+        ImageRecord(split, str(batch["name"][i]), int(label[i]), bool(masked[i]), False, probabilities[i], f1[i], iou[i])
         for i in range(len(label))
     ]
 
@@ -194,6 +211,7 @@ def evaluate(
     rows, records = [], []
     for split, dataset in datasets.items():
         split_records = gather(run_split(model, split, dataset, runtime, batch_size, num_workers, autocast), runtime)
+        split_records = mark_partial_fakes(split_records)
         rows.append(score_split(split, split_records))
         records.extend(split_records)
     return ProtocolResult(rows, mean_row(rows), records)

@@ -105,16 +105,39 @@ def test_protocol_table_equals_independent_metrics(tmp_path, batch_size):
     assert "MaskCLIP (paper)" in (tmp_path / "out" / "opensdi_results.md").read_text()
 
 
-def test_partial_fakes_excludes_reals_and_whole_fakes():
+def test_masked_fakes_excludes_reals_and_whole_fakes():
     mask = torch.zeros(4, 1, 4, 4)
     mask[1] = 1
     mask[2, :, :2] = 1
     mask[3, :, :2] = 1
     label = torch.tensor([0, 1, 1, 0])
-    assert protocol.partial_fakes(mask, label, None).tolist() == [False, False, True, False]
+    assert protocol.masked_fakes(mask, label, None).tolist() == [False, False, True, False]
     padded = torch.zeros(4, 1, 4, 4)
     padded[:, :, :2] = 1  # only the top half is image; mask 2 is white there
-    assert protocol.partial_fakes(mask, label, padded).tolist() == [False, False, False, False]
+    assert protocol.masked_fakes(mask, label, padded).tolist() == [False, False, False, False]
+
+
+def record(name: str, label: int, masked_fake: bool) -> protocol.ImageRecord:
+    return protocol.ImageRecord("sd15", name, label, masked_fake, False, None, 0.5 if label else None, 0.4 if label else None)
+
+
+def test_localization_counts_the_keys_the_published_test_counts():
+    """Keys containing 'partial' and 'fake', whatever the mask; unprefixed keys of a keyed split
+    (the sd15 test split has some) are not counted."""
+    records = protocol.mark_partial_fakes([
+        record("partial/sd15/fake/1.jpg", 1, True),
+        record("partial/sd15/fake/2.jpg", 1, False),  # an all-white mask: still counted, as published
+        record("partial/sd15/real/3.jpg", 0, False),
+        record("entire/sd15/fake/4.jpg", 1, False),
+        record("000123.png", 1, True),
+    ])
+    assert [r.partial for r in records] == [True, True, False, False, False]
+    assert protocol.score_split("sd15", records).n_pixel == 2
+
+
+def test_localization_falls_back_to_fakes_with_a_mask_where_keys_have_no_prefix():
+    records = protocol.mark_partial_fakes([record("Tp/a.jpg", 1, True), record("Tp/b.jpg", 1, False), record("Au/c.jpg", 0, False)])
+    assert [r.partial for r in records] == [True, False, False]
 
 
 def test_mean_row_skips_missing_figures():
