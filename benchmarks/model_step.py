@@ -9,14 +9,18 @@ of the minima is printed too). Peak memory is the peak RSS (``ru_maxrss``) of a 
 per mode, so the peaks are honest and independent. The process itself (torch, torchvision,
 open_clip, IMDLBenCo imported) holds about 1.2 GB before the model is built.
 
-GPU (when CUDA is available, or ``--part gpu``): training images/s and peak memory per image
-with bf16 autocast at batch 16, eval images/s, and the same for a published-code-like
-configuration (text tower over all 77 positions, attention restricted to SDPA's unfused math
-kernel, which computes softmax(QK^T) explicitly as the published code does).
+GPU (when CUDA is available, or ``--part gpu``): the paper setting at batch 16, 32 and 64:
+training images/s and peak memory per training image for the published-like run (fp32, the
+text tower over all 77 positions, attention restricted to SDPA's unfused math kernel, which
+computes softmax(QK^T) explicitly as the published code does) and for ours (bf16 autocast),
+without and with activation checkpointing of the side ViT (``grad_checkpointing``); eval
+images/s at the first batch. Targets on an H100/H200: bf16 >= 2x the fp32 published-like
+images/s in the same run; <= 1.2 GB peak per training image at batch 64 (the paper's global
+batch on one 80 GB card).
 
     python benchmarks/model_step.py                 # CPU part, and GPU part when CUDA is present
     python benchmarks/model_step.py --part cpu --rounds 7
-    python benchmarks/model_step.py --part gpu --batch 16
+    python benchmarks/model_step.py --part gpu --batches 16 32 64
 
 Published code on a 2-core CPU: 9.1 units per train step, 3.6 per eval forward, 7.1 GB peak
 RSS. Targets: <= 6.5, <= 2.8, <= 5 GB.
@@ -64,7 +68,7 @@ def build(setting: str, device: str):
     from imdlbenco_maskclip.model import MaskCLIP
 
     torch.manual_seed(0)
-    model = MaskCLIP(setting, clip_pretrained="none", side_init="none").to(device)
+    model = MaskCLIP(setting).to(device)
     return model
 
 
@@ -203,16 +207,19 @@ def published_like(model):
         torch.cuda.empty_cache()
 
 
-def gpu_measure(model, data: dict, steps: int, train: bool) -> tuple[float, float]:
+def gpu_measure(model, data: dict, steps: int, train: bool, dtype) -> tuple[float, float]:
+    """(images/s, peak GB per image above what stays resident) for training steps with AdamW
+    or eval forwards, under autocast ``dtype`` (None: fp32)."""
     import torch
 
     count = data["image"].shape[0]
+    autocast = (lambda: torch.autocast("cuda", dtype=dtype)) if dtype is not None else contextlib.nullcontext
     if train:
         model.train()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.05)
 
         def step() -> None:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with autocast():
                 loss = model(**data)["backward_loss"]
             loss.backward()
             optimizer.step()
@@ -222,23 +229,37 @@ def gpu_measure(model, data: dict, steps: int, train: bool) -> tuple[float, floa
         model.eval()
 
         def step() -> None:
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.no_grad(), autocast():
                 model(**data)
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated()
-    if train:
-        del optimizer
-    return count * steps / elapsed, (peak - base) / count / 1e9
+    try:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated()
+        return count * steps / elapsed, (peak - base) / count / 1e9
+    except torch.cuda.OutOfMemoryError:
+        return float("nan"), float("nan")
+    finally:
+        if train:
+            del optimizer
+        model.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+
+
+GPU_MODES = (
+    # (label, published-like costs, autocast dtype name, activation checkpointing)
+    ("fp32 published-like", True, None, False),
+    ("bf16", False, "bfloat16", False),
+    ("bf16 + checkpointing", False, "bfloat16", True),
+)
 
 
 def gpu_part(args: argparse.Namespace) -> dict:
@@ -250,25 +271,36 @@ def gpu_part(args: argparse.Namespace) -> dict:
     device = "cuda"
     name = torch.cuda.get_device_name()
     model = build(args.setting, device)
-    data = batch(args.size, args.batch, device)
     weights_gb = torch.cuda.memory_allocated() / 1e9
-    results = {}
-    for label, context in (("this package", contextlib.nullcontext()), ("published-like", published_like(model))):
-        with context:
-            try:
-                train = gpu_measure(model, data, args.gpu_steps, train=True)
-            except torch.cuda.OutOfMemoryError:
-                train = (float("nan"), float("nan"))
-            torch.cuda.empty_cache()
-            evaluation = gpu_measure(model, data, args.gpu_steps, train=False)
-        results[label] = {"train_img_s": train[0], "train_gb_per_image": train[1], "eval_img_s": evaluation[0]}
-    print(f"\nGPU {name}, setting {args.setting}, batch {args.batch} at {args.size}, bf16 autocast, {args.gpu_steps} timed steps")
-    print(f"machine: {machine_name()}; model weights on GPU {weights_gb:.2f} GB")
-    print(f"{'':16}{'train img/s':>12}{'GB/image':>10}{'eval img/s':>12}")
-    for label, r in results.items():
-        print(f"{label:16}{r['train_img_s']:12.1f}{r['train_gb_per_image']:10.2f}{r['eval_img_s']:12.1f}")
+    results: dict = {"device": name, "setting": args.setting, "size": args.size, "rows": []}
+    print(f"\nGPU {name}, setting {args.setting} at {args.size}, {args.gpu_steps} timed steps; "
+          f"machine: {machine_name()}; model weights on GPU {weights_gb:.2f} GB")
+    print(f"{'batch':>5}  {'mode':22}{'train img/s':>12}{'GB/image':>10}")
+    for batch_size in args.batches:
+        data = batch(args.size, batch_size, device)
+        for label, published, dtype_name, checkpointing in GPU_MODES:
+            model.grad_checkpointing = checkpointing
+            dtype = getattr(torch, dtype_name) if dtype_name else None
+            with published_like(model) if published else contextlib.nullcontext():
+                speed, memory = gpu_measure(model, data, args.gpu_steps, True, dtype)
+            results["rows"].append({"batch": batch_size, "mode": label, "train_img_s": speed, "train_gb_per_image": memory})
+            print(f"{batch_size:5}  {label:22}{speed:12.1f}{memory:10.2f}", flush=True)
+        del data
+    model.grad_checkpointing = False
+    data = batch(args.size, args.batches[0], device)
+    for label, published, dtype_name, _ in GPU_MODES[:2]:
+        dtype = getattr(torch, dtype_name) if dtype_name else None
+        with published_like(model) if published else contextlib.nullcontext():
+            results[f"eval_img_s {label}"] = gpu_measure(model, data, args.gpu_steps, False, dtype)[0]
+        print(f"eval, batch {args.batches[0]}, {label}: {results[f'eval_img_s {label}']:.1f} img/s")
+    for batch_size in args.batches:
+        rows = {r["mode"]: r for r in results["rows"] if r["batch"] == batch_size}
+        ratio = rows["bf16"]["train_img_s"] / rows["fp32 published-like"]["train_img_s"]
+        best = min(r["train_gb_per_image"] for r in rows.values() if r["mode"] != "fp32 published-like")
+        print(f"batch {batch_size}: bf16 / fp32 published-like = {ratio:.2f}x (target >= 2); "
+              f"least GB/image with bf16 {best:.2f} (target at batch 64 <= 1.2)")
     print("GB/image: peak allocated during a training step above what stays resident between steps (weights,")
-    print("AdamW state), divided by the batch: activations and gradients")
+    print("AdamW state), divided by the batch: activations and gradients. nan: out of memory.")
     return results
 
 
@@ -278,7 +310,7 @@ def main() -> None:
     parser.add_argument("--setting", default="paper")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=5, help="CPU: timed rounds of (unit, step) per mode")
-    parser.add_argument("--batch", type=int, default=16, help="GPU batch size")
+    parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64], help="GPU batch sizes")
     parser.add_argument("--gpu-steps", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--worker", choices=tuple(CPU_MODES), help=argparse.SUPPRESS)

@@ -84,7 +84,9 @@ def _build_maskclip_for(checkpoint: Checkpoint, options: dict[str, Any]) -> tupl
         if options["setting"] != "paper":
             raise ValueError(f"{checkpoint.path} holds the published OpenSDI MaskCLIP, the paper setting, not {options['setting']}")
         state = from_published(state, settings)
-    model = MaskCLIP(settings, edge_lambda=float(options.get("edge_lambda", 20.0)))
+    model = MaskCLIP(
+        settings, edge_lambda=float(options.get("edge_lambda", 20.0)), grad_checkpointing=bool(options.get("grad_checkpointing", False))
+    )
     if not any(key.startswith("clip.") for key in state):
         source = _resolve(options.get("clip_pretrained", DEFAULT), settings.clip.pretrained)
         if source != NO_SOURCE:

@@ -121,6 +121,24 @@ def test_gradients_reach_every_trainable_part_and_nothing_in_clip(tiny):
         assert sum(p.grad.abs().sum() for p in getattr(tiny, part).parameters() if p.grad is not None) > 0, part
 
 
+def test_grad_checkpointing_computes_the_same_loss_and_gradients(tiny):
+    data = make_batch(2, 64, 64)
+    results = []
+    for enabled in (False, True):
+        tiny.zero_grad(set_to_none=True)
+        tiny.grad_checkpointing = enabled
+        tiny.train()
+        torch.manual_seed(11)
+        loss = tiny(**data)["backward_loss"]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in tiny.named_parameters() if p.grad is not None}))
+    tiny.grad_checkpointing = False
+    tiny.zero_grad(set_to_none=True)
+    (plain_loss, plain), (checked_loss, checked) = results
+    assert torch.allclose(plain_loss, checked_loss, atol=1e-6) and plain.keys() == checked.keys()
+    assert all(torch.allclose(plain[n], checked[n], atol=1e-5) for n in plain)
+
+
 def test_clip_stays_in_eval_mode_and_out_of_optimizers(tiny):
     from timm.optim import create_optimizer_v2
 
@@ -236,7 +254,10 @@ def test_benco_argparsers_turn_the_options_into_typed_flags():
     assert none_flags.clip_pretrained is None  # the lead's parser reads none as None
     assert build_maskclip(**vars(none_flags)).clip_source == "none"
     defaults = vars(create_argparser(build_maskclip).parse_args([]))
-    assert defaults == {"setting": "paper", "clip_pretrained": "default", "side_init": "default", "side_weights": "default", "edge_lambda": 20.0}
+    assert defaults == {
+        "setting": "paper", "clip_pretrained": "default", "side_init": "default", "side_weights": "default",
+        "edge_lambda": 20.0, "grad_checkpointing": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ def build_maskclip(
     side_init: str = DEFAULT,
     side_weights: str = DEFAULT,
     edge_lambda: float = 20.0,
+    grad_checkpointing: bool = False,
 ) -> MaskCLIP:
     """MaskCLIP with pretrained weights.
 
@@ -57,6 +58,8 @@ def build_maskclip(
         side_weights: a local file or URL of the ``side_init`` checkpoint; ``default`` is the
             official URL, fetched into torch.hub's cache.
         edge_lambda: weight of the edge-restricted BCE term.
+        grad_checkpointing: recompute the side blocks in backward instead of keeping their
+            activations (less memory at large batches, same function).
     """
     settings = get_setting(setting)
     clip_source = _resolve(clip_pretrained, settings.clip.pretrained)
@@ -66,7 +69,7 @@ def build_maskclip(
     weights_given = not (_is_default(side_weights) or is_none(side_weights))
     if init == NO_SOURCE and weights_given:
         raise OptionError("side_weights", "given but side_init is none: pass --side_init mae or --side_init sam")
-    model = MaskCLIP(settings, edge_lambda=edge_lambda)
+    model = MaskCLIP(settings, edge_lambda=edge_lambda, grad_checkpointing=grad_checkpointing)
     if clip_source != NO_SOURCE:
         model.clip_source = load_clip_weights(model.clip.model, settings.clip, clip_source)
     if init != NO_SOURCE:
