@@ -76,7 +76,7 @@ def _build_maskclip_for(checkpoint: Checkpoint, options: dict[str, Any]) -> tupl
     from imdlbenco_maskclip.model.maskclip import NO_SOURCE, MaskCLIP
     from imdlbenco_maskclip.model.published import from_published
     from imdlbenco_maskclip.model.settings import get_setting
-    from imdlbenco_maskclip.model.weights import load_clip_weights
+    from imdlbenco_maskclip.model.weights import create_clip
 
     settings = get_setting(options.get("setting", "paper"))
     state = checkpoint.state
@@ -84,13 +84,16 @@ def _build_maskclip_for(checkpoint: Checkpoint, options: dict[str, Any]) -> tupl
         if options["setting"] != "paper":
             raise ValueError(f"{checkpoint.path} holds the published OpenSDI MaskCLIP, the paper setting, not {options['setting']}")
         state = from_published(state, settings)
-    model = MaskCLIP(
-        settings, edge_lambda=float(options.get("edge_lambda", 20.0)), grad_checkpointing=bool(options.get("grad_checkpointing", False))
-    )
+    clip, source = None, NO_SOURCE
     if not any(key.startswith("clip.") for key in state):
         source = _resolve(options.get("clip_pretrained", DEFAULT), settings.clip.pretrained)
         if source != NO_SOURCE:
-            model.clip_source = load_clip_weights(model.clip.model, settings.clip, source)
+            clip, source = create_clip(settings.clip, source)
+    model = MaskCLIP(
+        settings, edge_lambda=float(options.get("edge_lambda", 20.0)),
+        grad_checkpointing=bool(options.get("grad_checkpointing", False)), clip=clip,
+    )
+    model.clip_source = source
     return model, state
 
 

@@ -20,7 +20,7 @@ from imdlbenco_maskclip.model import MaskCLIP, build_maskclip
 from imdlbenco_maskclip.model.errors import SourceNotFound
 from imdlbenco_maskclip.model.settings import SETTINGS
 from imdlbenco_maskclip.model.side_vit import build_side_vit
-from imdlbenco_maskclip.model.weights import load_clip_weights, load_side_weights
+from imdlbenco_maskclip.model.weights import create_clip, load_side_weights
 
 DEVICE = torch.device(os.environ.get("MASKCLIP_TEST_DEVICE", "cpu"))
 
@@ -178,17 +178,17 @@ def test_side_weight_download_failure_names_file_url_and_flag(paper, tmp_path):
         load_side_weights(paper.side_vit, SETTINGS["paper"].side, "sam", str(tmp_path / "missing.pth"))
 
 
-def test_clip_download_failure_names_the_file_and_flag(paper, monkeypatch):
+def test_clip_download_failure_names_the_file_and_flag(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr(open_clip, "download_pretrained", offline)
+    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
     with pytest.raises(SourceNotFound) as caught:
-        load_clip_weights(paper.clip.model, SETTINGS["paper"].clip, "openai")
+        create_clip(SETTINGS["paper"].clip, "openai")
     message = str(caught.value)
     assert "--clip_pretrained /path/to/open_clip_pytorch_model.bin" in message
     assert "https://huggingface.co/timm/vit_large_patch14_clip_224.openai" in message
     with pytest.raises(ValueError, match="tags: .*openai"):
-        load_clip_weights(paper.clip.model, SETTINGS["paper"].clip, "no-such-tag")
+        create_clip(SETTINGS["paper"].clip, "no-such-tag")
     with pytest.raises(ValueError, match="another activation or image statistics"):
-        load_clip_weights(paper.clip.model, SETTINGS["paper"].clip, "laion2b_s32b_b82k")
+        create_clip(SETTINGS["paper"].clip, "laion2b_s32b_b82k")

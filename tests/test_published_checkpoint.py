@@ -53,7 +53,7 @@ def offline():
         raise AssertionError("tried to download weights")
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(open_clip, "download_pretrained", refuse)
+        patch.setattr(open_clip.factory, "download_pretrained", refuse)
         patch.setattr(torch.hub, "load_state_dict_from_url", refuse)
         yield
 

@@ -18,7 +18,7 @@ from IMDLBenCo.registry import MODELS
 from imdlbenco_maskclip.model.errors import OptionError
 from imdlbenco_maskclip.model.maskclip import NO_SOURCE, MaskCLIP
 from imdlbenco_maskclip.model.settings import SIDE_INITS, SIDE_SOURCES, get_setting
-from imdlbenco_maskclip.model.weights import is_none, load_clip_weights, load_side_weights
+from imdlbenco_maskclip.model.weights import create_clip, is_none, load_side_weights
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +69,9 @@ def build_maskclip(
     weights_given = not (_is_default(side_weights) or is_none(side_weights))
     if init == NO_SOURCE and weights_given:
         raise OptionError("side_weights", "given but side_init is none: pass --side_init mae or --side_init sam")
-    model = MaskCLIP(settings, edge_lambda=edge_lambda, grad_checkpointing=grad_checkpointing)
-    if clip_source != NO_SOURCE:
-        model.clip_source = load_clip_weights(model.clip.model, settings.clip, clip_source)
+    clip, clip_source = create_clip(settings.clip, clip_source) if clip_source != NO_SOURCE else (None, NO_SOURCE)
+    model = MaskCLIP(settings, edge_lambda=edge_lambda, grad_checkpointing=grad_checkpointing, clip=clip)
+    model.clip_source = clip_source
     if init != NO_SOURCE:
         source = str(side_weights).strip() if weights_given else SIDE_SOURCES[init].url
         model.weights_report = load_side_weights(model.side_vit, settings.side, init, source)

@@ -12,6 +12,7 @@ align_corners=True); the detection head scores the CLIP class tokens against the
 ``MaskCLIP`` in Benco's ``MODELS``) adds pretrained CLIP and MAE/SAM weights.
 """
 
+import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -31,19 +32,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NO_SOURCE = "none"
 
 
-def build_clip_model(settings: MaskCLIPSettings) -> nn.Module:
-    """The open_clip ``CLIP`` of a setting with random weights."""
-    import open_clip
-
-    config = settings.clip.config
-    if config is None:
-        config = open_clip.get_model_config(settings.clip.model)
-        if config is None:
-            raise ValueError(f"open_clip has no model config '{settings.clip.model}'")
-    config = {key: (dict(value) if isinstance(value, dict) else value) for key, value in config.items()}
-    return open_clip.CLIP(**config, quick_gelu=settings.clip.quick_gelu)
-
-
 class MaskCLIP(nn.Module):
     """MaskCLIP for Benco: ``pred_mask`` (B x 1 x H x W) and ``pred_label`` (B) fake probabilities.
 
@@ -54,22 +42,30 @@ class MaskCLIP(nn.Module):
         grad_checkpointing: in training, keep only each side block's input and recompute the
             block (and the fusion after it) in backward: less activation memory for about
             a third more side-network compute. The function computed is the same.
+        clip: the open_clip ``CLIP`` of the setting, already holding its weights (see
+            ``build_maskclip``); None builds one with random weights.
 
-    All weights are random; ``clip_source`` says where the frozen CLIP's weights came from
-    once a loader has filled them (``none`` until then). Frozen CLIP weights are left out of
+    Other weights are random; ``clip_source`` says where the frozen CLIP's weights came from
+    (``none`` for random ones; loaders set it). Frozen CLIP weights are left out of
     ``state_dict`` when they came from a source (they are rebuilt from it) and kept when
     random. Image sides must be multiples of 16.
     """
 
     def __init__(
-        self, setting: "str | MaskCLIPSettings" = "paper", edge_lambda: float = 20.0, grad_checkpointing: bool = False
+        self,
+        setting: "str | MaskCLIPSettings" = "paper",
+        edge_lambda: float = 20.0,
+        grad_checkpointing: bool = False,
+        clip: "nn.Module | None" = None,
     ) -> None:
         super().__init__()
         self.settings = settings = get_setting(setting)
         if len(settings.fuse_after) != len(settings.clip.tap_blocks):
             raise ValueError(f"setting: {len(settings.fuse_after)} fusion points, {len(settings.clip.tap_blocks)} CLIP taps")
         self.clip_source = NO_SOURCE
-        self.clip = FrozenCLIP(build_clip_model(settings), settings.clip.tap_blocks)
+        if clip is None:
+            clip = open_clip.create_model(settings.clip.model, force_quick_gelu=settings.clip.quick_gelu)
+        self.clip = FrozenCLIP(clip, settings.clip.tap_blocks)
         self.prompts = PromptLearner(settings.n_ctx, self.clip.text_width, settings.prompt_template, settings.clip.tokenizer)
         self.side_vit = build_side_vit(settings.side)
         self.fusions = nn.ModuleList(

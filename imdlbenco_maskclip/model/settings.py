@@ -12,23 +12,25 @@ The other settings say how they differ from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from pathlib import Path
+
+import open_clip
 
 from imdlbenco_maskclip.model.errors import OptionError
 
 
 @dataclass(frozen=True)
 class ClipSettings:
-    """The frozen CLIP: an open_clip architecture and where its taps are read.
+    """The frozen CLIP: an open_clip model config and where its taps are read.
 
-    ``model`` names an open_clip config; ``config`` gives one explicitly instead (the tiny
-    setting). ``pretrained`` is the default weight source (an open_clip tag or ``none``).
-    ``quick_gelu`` is used when the weights come from a file or are random (a tag carries
-    its own). ``tap_blocks`` are the residual blocks whose ``ln_2`` output is read.
+    ``model`` names an open_clip config (the tiny setting's is ``maskclip-tiny-clip``, shipped
+    in ``clip_configs/`` and registered with ``open_clip.add_model_config``). ``pretrained`` is
+    the default weight source (an open_clip tag or ``none``); ``quick_gelu`` the activation the
+    weights were trained with. ``tap_blocks`` are the residual blocks whose ``ln_2`` output is
+    read.
     """
 
-    model: str | None
-    config: Mapping[str, Any] | None
+    model: str
     pretrained: str
     quick_gelu: bool
     tap_blocks: tuple[int, ...]
@@ -103,17 +105,13 @@ VIT_B_SIDE = SideSettings(
     init="mae",
 )
 
-TINY_CLIP_CONFIG: Mapping[str, Any] = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 4, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+CLIP_CONFIGS = Path(__file__).resolve().parent / "clip_configs"
+open_clip.add_model_config(CLIP_CONFIGS)
 
 # The published shape: CLIP ViT-L/14 (OpenAI) taps into a ViT-B/16 side network at 512.
 PAPER = MaskCLIPSettings(
     clip=ClipSettings(
         model="ViT-L-14",
-        config=None,
         pretrained="openai",
         quick_gelu=True,
         tap_blocks=(2, 4, 8, 12, 16, 20, 23),
@@ -142,8 +140,7 @@ SETTINGS: dict[str, MaskCLIPSettings] = {
     # Small widths, random weights, nothing to download: tests and the CPU demo (64-128 px).
     "tiny": MaskCLIPSettings(
         clip=ClipSettings(
-            model=None,
-            config=TINY_CLIP_CONFIG,
+            model="maskclip-tiny-clip",
             pretrained="none",
             quick_gelu=False,
             tap_blocks=(0, 1, 2, 3),

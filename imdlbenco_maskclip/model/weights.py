@@ -1,7 +1,7 @@
 """Pretrained sources: the frozen CLIP through open_clip, the side ViT from MAE or SAM files.
 
 CLIP weights are an open_clip pretrained tag of the setting's architecture (downloaded and
-cached by open_clip), a local file (read by ``open_clip.load_checkpoint``) or ``none``
+cached by open_clip) or a local file, both through ``open_clip.create_model``, or ``none``
 (random). Side weights are the official MAE or SAM files, fetched into torch.hub's cache from
 their URLs, or local paths; each source has its own key remapping onto the side network's
 segment-anything names. Every problem a user can fix (no network, a wrong path, weights that
@@ -67,43 +67,29 @@ class LoadReport:
 # ---------------------------------------------------------------- CLIP
 
 
-def _download_clip(settings: ClipSettings, tag: str, source: Mapping) -> str:
-    hub = source.get("hf_hub", "").rstrip("/")
-    where = f"https://huggingface.co/{hub}" if hub else source.get("url", "")
-    try:
-        return open_clip.download_pretrained(dict(source))
-    except Exception as error:  # hub and URL downloads raise many types
-        raise SourceNotFound(
-            "clip_pretrained",
-            f"could not download the open_clip weights {settings.model}/{tag} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}). Download open_clip_pytorch_model.bin from {where} "
-            "where there is network, then pass --clip_pretrained /path/to/open_clip_pytorch_model.bin",
-        ) from None
-
-
-def load_clip_weights(clip: nn.Module, settings: ClipSettings, pretrained: str) -> str:
-    """Fill an open_clip ``CLIP`` built for ``settings`` from ``pretrained``: a tag of
-    ``settings.model`` (downloaded and cached by open_clip) or a file path. Returns where the
-    weights came from. A tag whose activation or image statistics differ from the setting's
-    is refused: the network would not be the one the weights were trained as."""
+def create_clip(settings: ClipSettings, pretrained: str) -> tuple[nn.Module, str]:
+    """The open_clip ``CLIP`` of ``settings`` with weights from ``pretrained`` (a tag of
+    ``settings.model``, downloaded and cached by open_clip, or a file path), through
+    ``open_clip.create_model``; and where the weights came from. A tag whose activation or
+    image statistics differ from the setting's is refused: the network would not be the one
+    the weights were trained as."""
     path = os.path.expanduser(str(pretrained))
     if os.path.isfile(path):
         try:
-            open_clip.load_checkpoint(clip, path)
-        except Exception as error:
+            model = open_clip.create_model(settings.model, pretrained=path, force_quick_gelu=settings.quick_gelu)
+        except Exception as error:  # open_clip raises RuntimeError, KeyError, pickling errors
             raise OptionError(
                 "clip_pretrained",
-                f"{path} does not fit the CLIP of this setting ({settings.model or 'explicit config'}): "
-                f"{type(error).__name__}: {str(error)[:400]}",
+                f"{path} does not fit the CLIP of this setting ({settings.model}): {type(error).__name__}: {str(error)[:400]}",
             ) from None
         logger.info("CLIP: loaded %s", path)
-        return path
-    source = open_clip.get_pretrained_cfg(settings.model, pretrained) if settings.model else {}
+        return model, path
+    source = open_clip.get_pretrained_cfg(settings.model, pretrained)
     if not source:
-        tags = open_clip.list_pretrained_tags_by_model(settings.model) if settings.model else []
+        tags = open_clip.list_pretrained_tags_by_model(settings.model)
         raise OptionError(
             "clip_pretrained",
-            f"'{pretrained}' is neither a file nor an open_clip tag of {settings.model or 'this setting'}"
+            f"'{pretrained}' is neither a file nor an open_clip tag of {settings.model}"
             + (f" (tags: {', '.join(tags)})" if tags else " (use none or a file path)"),
         )
     statistics = (tuple(source.get("mean", OPENAI_DATASET_MEAN)), tuple(source.get("std", OPENAI_DATASET_STD)))
@@ -113,10 +99,19 @@ def load_clip_weights(clip: nn.Module, settings: ClipSettings, pretrained: str) 
             f"{settings.model}/{pretrained} uses another activation or image statistics than this setting's CLIP "
             "(QuickGELU, OpenAI's mean and std); use the openai tag or a file of those weights",
         )
-    checkpoint = _download_clip(settings, pretrained, source)
-    open_clip.load_checkpoint(clip, checkpoint)
-    logger.info("CLIP: loaded %s/%s from %s", settings.model, pretrained, checkpoint)
-    return f"{settings.model}/{pretrained}"
+    try:
+        model = open_clip.create_model(settings.model, pretrained=pretrained, force_quick_gelu=settings.quick_gelu)
+    except Exception as error:  # hub and URL downloads raise many types
+        hub = source.get("hf_hub", "").rstrip("/")
+        where = f"https://huggingface.co/{hub}" if hub else source.get("url", "")
+        raise SourceNotFound(
+            "clip_pretrained",
+            f"could not download the open_clip weights {settings.model}/{pretrained} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). Download open_clip_pytorch_model.bin from {where} "
+            "where there is network, then pass --clip_pretrained /path/to/open_clip_pytorch_model.bin",
+        ) from None
+    logger.info("CLIP: loaded %s/%s", settings.model, pretrained)
+    return model, f"{settings.model}/{pretrained}"
 
 
 # ---------------------------------------------------------------- side network
