@@ -27,7 +27,7 @@ setup(
     package_dir={"imdlbenco_maskclip.benco_configs": "benco_configs"},
     package_data={"imdlbenco_maskclip": ["resources/*.json"], "imdlbenco_maskclip.benco_configs": ["*.yaml"]},
     install_requires=[
-        "imdlbenco>=0.1.45",
+        "imdlbenco>=0.1.45,<0.2",
         "torch>=2.4",
         "torchvision",
         "numpy<2",

@@ -1,15 +1,35 @@
 """MaskCLIP (OpenSDI, CVPR 2025) and the OpenSDI dataset for IMDLBenCo.
 
-Importing this package registers ``MaskCLIP`` in Benco's ``MODELS`` and ``OpenSDIDataset``
-in Benco's ``DATASETS``, so existing Benco scripts can use both by name.
+``import imdlbenco_maskclip`` registers ``MaskCLIP`` in Benco's ``MODELS`` and
+``OpenSDIDataset`` in Benco's ``DATASETS`` (as soon as IMDLBenCo is imported: see
+``registration``), so existing Benco scripts can use both by name. The names below load on
+first use, so that the ``benco`` command starts without importing torch or IMDLBenCo.
 """
 
-from IMDLBenCo.registry import DATASETS, MODELS
+from importlib import import_module
+from typing import Any
 
-from dataset_adapters import OpenSDIDataset
-from imdlbenco_maskclip.loading import load_model
-from imdlbenco_maskclip.model import MaskCLIP
+from imdlbenco_maskclip.host import check_host
+from imdlbenco_maskclip.registration import register_with_benco
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskCLIP", "load_model", "OpenSDIDataset", "MODELS", "DATASETS", "__version__"]
+check_host()
+register_with_benco()
+
+_LAZY = {
+    "MaskCLIP": "imdlbenco_maskclip.model",
+    "build_maskclip": "imdlbenco_maskclip.model",
+    "load_model": "imdlbenco_maskclip.loading",
+    "OpenSDIDataset": "dataset_adapters",
+    "MODELS": "IMDLBenCo.registry",
+    "DATASETS": "IMDLBenCo.registry",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'imdlbenco_maskclip' has no attribute '{name}'")

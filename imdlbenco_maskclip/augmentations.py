@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import albumentations as albu
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import albumentations as albu
 
 AUGMENTATIONS = ("paper", "flips", "none")
 
 
-def train_transforms(name: str) -> albu.Compose | None:
+def train_transforms(name: str) -> "albu.Compose | None":
     """``paper``: the OpenSDI recipe (scale +-0.2, flips, brightness/contrast 0.1, JPEG 70-100
     p 0.2, rot90 p 0.5, Gaussian blur 3-7 p 0.2); ``flips``: flips and rot90 only, for small
     synthetic runs where resampling would blur the traces; ``none``: no augmentation."""
+    import albumentations as albu
+
     if name == "none":
         return None
     geometric = [albu.HorizontalFlip(p=0.5), albu.VerticalFlip(p=0.5), albu.RandomRotate90(p=0.5)]

@@ -3,7 +3,8 @@
 ``init``, ``env`` and ``-v`` go to IMDLBenCo's CLI unchanged, so installing this package after
 imdlbenco leaves ``benco init`` working exactly as before. Each command of ours lives in
 ``imdlbenco_maskclip.commands.<name>`` with ``configure(parser)`` and ``run(args) -> int``;
-those modules import torch and Benco inside ``run`` so that ``--help`` stays fast.
+those modules import torch, open_clip and Benco inside ``run``, so that ``--help`` and argument
+errors answer without importing them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 import sys
 from typing import Sequence
 
-from dataset_adapters.errors import OpenSDIError
 from imdlbenco_maskclip.errors import UserError
 
 COMMANDS = {
@@ -85,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     _show_our_logs()
     command = importlib.import_module(f"imdlbenco_maskclip.commands.{args.command}")
+    from dataset_adapters.errors import OpenSDIError
+
     try:
         return int(command.run(args) or 0)
     except KeyboardInterrupt:

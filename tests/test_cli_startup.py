@@ -1,0 +1,68 @@
+"""The ``benco`` command answers help and argument errors without importing torch, open_clip or
+IMDLBenCo; ``import imdlbenco_maskclip`` still registers MaskCLIP and OpenSDIDataset in Benco's
+registries, whichever is imported first; an unsupported IMDLBenCo is refused with a clear message.
+Each check runs in a fresh interpreter (this test process has imported everything already)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from imdlbenco_maskclip.host import check_host
+
+HEAVY = ("torch", "open_clip", "IMDLBenCo", "albumentations", "pyarrow")
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "argv, status",
+    [(["--help"], 0), (["train", "--help"], 0), (["test", "--help"], 0), (["predict", "--help"], 0),
+     (["opensdi", "--help"], 0), (["predict", "x.png", "--no-such-flag", "1"], 2), (["train", "--epochs", "many"], 2)],
+)
+def test_help_and_argument_errors_import_nothing_heavy(argv, status):
+    code = (
+        "import sys\nfrom imdlbenco_maskclip import cli\n"
+        f"try:\n    code = cli.main({argv!r})\nexcept SystemExit as stop:\n    code = stop.code\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print('EXIT', code, 'HEAVY', heavy)"
+    )
+    result = run_python(code)
+    assert f"EXIT {status} HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("first", ["import imdlbenco_maskclip", "import IMDLBenCo, imdlbenco_maskclip", "import dataset_adapters, imdlbenco_maskclip"])
+def test_importing_the_package_registers_model_and_dataset(first):
+    result = run_python(
+        f"{first}\nfrom IMDLBenCo.registry import DATASETS, MODELS\n"
+        "print(MODELS.get('MaskCLIP').__name__, DATASETS.get('OpenSDIDataset').__name__)"
+    )
+    assert "build_maskclip OpenSDIDataset" in result.stdout, result.stdout + result.stderr
+
+
+def versions(**installed: str):
+    return lambda name: installed.get(name)
+
+
+def test_the_supported_imdlbenco_passes():
+    assert check_host(versions(imdlbenco="0.1.45")) == "0.1.45"
+    assert check_host(versions(imdlbenco="0.1.99")) == "0.1.99"
+
+
+@pytest.mark.parametrize(
+    "installed, message",
+    [
+        ({"imdlbenco13": "0.2.3"}, "imdlbenco13 fork .*batch_update returns None.*pip uninstall -y imdlbenco13"),
+        ({"imdlbenco": "0.1.45", "imdlbenco13": "0.2.1"}, "imdlbenco13 fork"),
+        ({"imdlbenco": "0.2.0"}, "0.2.0 is installed.*imdlbenco>=0.1.45,<0.2"),
+        ({"imdlbenco": "0.1.40"}, "0.1.40 is installed"),
+        ({}, "not installed"),
+    ],
+)
+def test_other_imdlbencos_are_refused_with_what_to_install(installed, message):
+    with pytest.raises(ImportError, match=message):
+        check_host(versions(**installed))
