@@ -25,7 +25,11 @@ setup(
         "dataset_adapters",
     ],
     package_dir={"imdlbenco_maskclip.benco_configs": "benco_configs"},
-    package_data={"imdlbenco_maskclip": ["resources/*.json"], "imdlbenco_maskclip.benco_configs": ["*.yaml"]},
+    package_data={
+        "imdlbenco_maskclip": ["resources/*.json"],
+        "imdlbenco_maskclip.model": ["clip_configs/*.json"],
+        "imdlbenco_maskclip.benco_configs": ["*.yaml"],
+    },
     install_requires=[
         "imdlbenco>=0.1.45,<0.2",
         "torch>=2.4",
