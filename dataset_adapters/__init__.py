@@ -1,23 +1,35 @@
 """OpenSDI parquet shards for IMDLBenCo: a Benco dataset, export to Benco's layouts, synthetic shards.
 
-Importing this package registers ``OpenSDIDataset`` in Benco's ``DATASETS``.
+Importing this package registers ``OpenSDIDataset`` in Benco's ``DATASETS`` (as soon as IMDLBenCo
+is imported: see ``imdlbenco_maskclip.registration``). The names below load on first use, so
+that light users (the ``benco`` command's help, ``dataset_adapters.vocabulary``) import neither
+torch nor IMDLBenCo.
 """
 
-from dataset_adapters.errors import OpenSDIError
-from dataset_adapters.export import export_opensdi
-from dataset_adapters.opensdi import OpenSDIDataset, SampleRecord
-from dataset_adapters.shards import KNOWN_GENERATORS, find_shards, list_generators
-from dataset_adapters.synthetic import DEMO_SAMPLE, write_opensdi_shard, write_synthetic_opensdi
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DEMO_SAMPLE",
-    "KNOWN_GENERATORS",
-    "OpenSDIDataset",
-    "OpenSDIError",
-    "SampleRecord",
-    "export_opensdi",
-    "find_shards",
-    "list_generators",
-    "write_opensdi_shard",
-    "write_synthetic_opensdi",
-]
+from imdlbenco_maskclip.registration import register_with_benco
+
+register_with_benco()
+
+_LAZY = {
+    "DEMO_SAMPLE": "dataset_adapters.synthetic",
+    "KNOWN_GENERATORS": "dataset_adapters.vocabulary",
+    "OpenSDIDataset": "dataset_adapters.opensdi",
+    "OpenSDIError": "dataset_adapters.errors",
+    "SampleRecord": "dataset_adapters.opensdi",
+    "export_opensdi": "dataset_adapters.export",
+    "find_shards": "dataset_adapters.shards",
+    "list_generators": "dataset_adapters.shards",
+    "write_opensdi_shard": "dataset_adapters.synthetic",
+    "write_synthetic_opensdi": "dataset_adapters.synthetic",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dataset_adapters' has no attribute '{name}'")

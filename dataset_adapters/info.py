@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from dataset_adapters.rows import DECODE_ERRORS, image_header
-from dataset_adapters.shards import KINDS, OTHER_KIND, ShardIndex, SourceLike, find_shards, generator_order
+from dataset_adapters.shards import OTHER_KIND, ShardIndex, SourceLike, find_shards
+from dataset_adapters.vocabulary import KINDS, generator_order
 
 DEFAULT_SIZE_ROWS = 2000
 

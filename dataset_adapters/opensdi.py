@@ -25,7 +25,8 @@ from IMDLBenCo.registry import DATASETS
 from dataset_adapters.errors import OpenSDIError
 from dataset_adapters.masks import binarize, edge_mask
 from dataset_adapters.rows import RowReader, decode_rgb
-from dataset_adapters.shards import KINDS, OTHER_KIND, SUBSETS, ShardIndex, SourceLike, find_shards, generator_order
+from dataset_adapters.shards import OTHER_KIND, SUBSETS, ShardIndex, SourceLike, find_shards
+from dataset_adapters.vocabulary import KINDS, generator_order
 
 ON_ERROR = ("raise", "skip")
 

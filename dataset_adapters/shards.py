@@ -22,14 +22,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataset_adapters.errors import OpenSDIError
+from dataset_adapters.vocabulary import KINDS, generator_order
 
 if TYPE_CHECKING:
     from PIL import Image
 
-KNOWN_GENERATORS = ("sd15", "sd2", "sdxl", "sd3", "flux")
 REQUIRED_COLUMNS = ("key", "image", "mask", "label")
 SUBSETS = ("all", "detection", "localization")
-KINDS = ("entire", "partial")
 OTHER_KIND = "other"
 
 SourceLike = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -56,12 +55,6 @@ def generator_of(path: str) -> str:
     name = os.path.basename(path)
     match = _SHARD_NAME.match(name)
     return match.group("generator") if match else Path(name).stem
-
-
-def generator_order(names: Sequence[str]) -> list[str]:
-    """Known generators in the paper's order, then any others alphabetically."""
-    known = [g for g in KNOWN_GENERATORS if g in names]
-    return known + sorted(set(names) - set(known))
 
 
 def find_shards(source: SourceLike, generators: Sequence[str] | None = None) -> list[Shard]:

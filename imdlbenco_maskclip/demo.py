@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from PIL import Image
 
+from dataset_adapters.vocabulary import KNOWN_GENERATORS
 from imdlbenco_maskclip import pictures, protocol, reporting, training
 from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 from imdlbenco_maskclip.distributed import Runtime
 from imdlbenco_maskclip.model_builder import build_model, from_checkpoint
 
-GENERATORS = ("sd15", "sd2", "sdxl", "sd3", "flux")
 
 
 @dataclass
@@ -45,7 +45,7 @@ def write_sample(root: Path, values: dict[str, Any]) -> tuple[Path, Path]:
         )
     if not (test_root / "data").is_dir():
         write_synthetic_opensdi(
-            test_root, generators=GENERATORS, n_per_class=values["test_per_class"],
+            test_root, generators=KNOWN_GENERATORS, n_per_class=values["test_per_class"],
             image_size=values["sample_size"], seed=values["seed"] + 1,
         )
     return train_root, test_root

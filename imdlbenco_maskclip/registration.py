@@ -1,8 +1,8 @@
 """Register ``MaskCLIP`` and ``OpenSDIDataset`` in Benco's registries when IMDLBenCo is imported.
 
 Importing IMDLBenCo imports its whole model zoo (seconds on a small machine), and Benco's
-registries live inside it. ``import imdlbenco_maskclip`` must register our model and dataset
-for users' scripts, yet the ``benco`` command must answer ``--help`` without that import. So
+registries live inside it. ``import imdlbenco_maskclip`` (or ``import dataset_adapters``) must
+register our model and dataset for users' scripts, yet the ``benco`` command must answer ``--help`` without that import. So
 the registration follows IMDLBenCo's import: at once when IMDLBenCo is already imported, else
 right after its import finishes (a finder on ``sys.meta_path`` wraps IMDLBenCo's loader), before
 any ``from IMDLBenCo.registry import MODELS`` in the user's code returns.
@@ -23,7 +23,7 @@ BENCO = "IMDLBenCo"
 def register() -> None:
     """Import the modules whose import registers ``MaskCLIP`` and ``OpenSDIDataset``."""
     importlib.import_module("imdlbenco_maskclip.model")
-    importlib.import_module("dataset_adapters")
+    importlib.import_module("dataset_adapters.opensdi")
 
 
 class _LoaderThenCall(importlib.abc.Loader):

@@ -9,10 +9,9 @@ import json
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 
-from dataset_adapters import DEMO_SAMPLE, OpenSDIError, write_synthetic_opensdi
+from dataset_adapters import DEMO_SAMPLE, write_synthetic_opensdi
 
 EXPECTED_FEATURES = {
     "key": {"dtype": "string", "_type": "Value"},
@@ -84,9 +83,12 @@ def test_same_arguments_same_bytes(tmp_path):
     assert open(first[0], "rb").read() != open(other[0], "rb").read()
 
 
-def test_unknown_generator_is_refused(tmp_path):
-    with pytest.raises(OpenSDIError, match="no synthetic trace for generator"):
-        write_synthetic_opensdi(tmp_path, generators=("dalle",), n_per_class=1, image_size=40)
+def test_a_new_generator_gets_its_own_trace_from_its_name():
+    from dataset_adapters.synthetic import TRACES, trace_of
+
+    assert trace_of("sd3") is TRACES["sd3"]
+    assert trace_of("dalle") == trace_of("dalle") != trace_of("sd35")
+    assert trace_of("dalle").grid == TRACES["flux"].grid
 
 
 def _noise(image: np.ndarray) -> np.ndarray:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-GENERATOR_HELP = "generators to keep, from the shard names (sd15 sd2 sdxl sd3 flux); default: all present"
+from imdlbenco_maskclip.commands.shared import GENERATORS_HELP
+
+GENERATOR_HELP = f"generators to keep, from the shard names ({GENERATORS_HELP}); default: all present"
 SOURCE_HELP = "shard folder, parquet file(s) or glob, or a hub id such as nebula/OpenSDI_test"
 
 

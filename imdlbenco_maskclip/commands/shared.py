@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from dataset_adapters.vocabulary import KNOWN_GENERATORS
 from imdlbenco_maskclip.run_config import Option, parse_size
 
-GENERATORS = ("sd15", "sd2", "sdxl", "sd3", "flux")
+GENERATORS_HELP = f"{' '.join(KNOWN_GENERATORS)}, or any other the shards hold"
 
 MODEL = Option("model", str, None, "registered model name, e.g. MaskCLIP or IML_ViT", metavar="NAME")
 IMAGE_SIZE = Option("image_size", parse_size, 512, "side the images are resized (or padded) to", metavar="PX")

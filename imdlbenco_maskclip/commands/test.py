@@ -15,7 +15,7 @@ OPTIONS = [
         "test data: OpenSDI shards (one row per generator) and/or Benco Tp/Gt folders or JSON lists, each optionally NAME=PATH",
         many=True, metavar="PATH",
     ),
-    Option("generators", str, None, "OpenSDI generators to test (default: all present)", choices=shared.GENERATORS, many=True),
+    Option("generators", str, None, f"OpenSDI generators to test: {shared.GENERATORS_HELP} (default: all present)", many=True),
     shared.IMAGE_SIZE,
     shared.PADDING,
     Option("test_batch_size", parse_size, 16, "images per step", metavar="N"),

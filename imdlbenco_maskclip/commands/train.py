@@ -11,9 +11,9 @@ from imdlbenco_maskclip.run_config import Option, parse_rate, parse_size
 OPTIONS = [
     shared.MODEL,
     Option("data_path", str, None, "training data: OpenSDI shard folder/files/hub id, Benco Tp/Gt folder or JSON list", metavar="PATH"),
-    Option("generators", str, None, "OpenSDI generators to train on (default: all present)", choices=shared.GENERATORS, many=True),
+    Option("generators", str, None, f"OpenSDI generators to train on: {shared.GENERATORS_HELP} (default: all present)", many=True),
     Option("test_data_path", str, None, "validation data, same forms as --data_path (OpenSDI: partial fakes)", metavar="PATH"),
-    Option("test_generators", str, None, "OpenSDI generators to validate on (default: all present)", choices=shared.GENERATORS, many=True),
+    Option("test_generators", str, None, f"OpenSDI generators to validate on: {shared.GENERATORS_HELP} (default: all present)", many=True),
     shared.IMAGE_SIZE,
     shared.PADDING,
     Option("edge_mask_width", int, None, "edge band width for models with an edge loss (MaskCLIP, IML_ViT)", metavar="PX"),
