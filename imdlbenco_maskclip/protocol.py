@@ -1,10 +1,13 @@
 """The OpenSDI protocol: one pass per test split, Benco's metrics on the protocol's image sets.
 
-Localization: pixel F1 and IoU at 0.5, per image by Benco's ``PixelF1``/``PixelIOU``, averaged
-over partial fakes only, the images the published test counts: those whose key contains
-``partial`` and ``fake`` (authentic images would score 0 and whole-image fakes have nothing to
-localize). A split none of whose keys starts with ``partial/`` or ``entire/`` (Benco Tp/Gt or
-JSON data) counts its fakes with a mask that is not white everywhere instead. Detection: Benco's ``ImageF1``,
+The figures are the rows of ``METRICS``: one entry each (key, title, Benco evaluator,
+population) drives the per-image records, the per-split rows, the mean row and the columns of
+every output. Localization: pixel F1, IoU, AUC and accuracy at 0.5, per image by Benco's
+``PixelF1``/``PixelIOU``/``PixelAUC``/``PixelAccuracy``, averaged over partial fakes only:
+the images the published test counts, whose key contains ``partial`` and ``fake`` (authentic
+images would score 0 and whole-image fakes have nothing to localize). A split none of whose
+keys starts with ``partial/`` or ``entire/`` (Benco Tp/Gt or JSON data) counts its fakes with
+a mask that is not white everywhere instead. Detection: Benco's ``ImageF1``,
 ``ImageAccuracy`` at 0.5 and ``ImageAUC`` over all images, where the model gives
 ``pred_label``. Every image is seen exactly once, also under torchrun (each rank takes a
 strided share and the records are gathered), and the count behind each figure is reported.
@@ -13,8 +16,8 @@ strided share and the records are gathered), and the count behind each figure is
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field, replace
-from typing import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -25,10 +28,56 @@ from tqdm import tqdm
 from imdlbenco_maskclip.distributed import Runtime
 
 
+PARTIAL_FAKES = "partial fakes"
+ALL_IMAGES = "all images"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of the protocol table: its key (records, JSON, CSV), its column title, the
+    Benco evaluator (a class in ``IMDLBenCo.evaluation``) and the images it is computed over:
+    ``PARTIAL_FAKES``, per image at threshold 0.5 and averaged, or ``ALL_IMAGES``, once over
+    the split's fake probabilities."""
+
+    name: str
+    title: str
+    evaluator: str
+    population: str
+    higher_is_better: bool = True
+
+    def benco_evaluator(self) -> Any:
+        import IMDLBenCo.evaluation
+
+        return getattr(IMDLBenCo.evaluation, self.evaluator)
+
+
+METRICS = (
+    Metric("pixel_f1", "pixel F1", "PixelF1", PARTIAL_FAKES),
+    Metric("pixel_iou", "pixel IoU", "PixelIOU", PARTIAL_FAKES),
+    Metric("pixel_auc", "pixel AUC", "PixelAUC", PARTIAL_FAKES),
+    Metric("pixel_acc", "pixel acc", "PixelAccuracy", PARTIAL_FAKES),
+    Metric("image_f1", "image F1", "ImageF1", ALL_IMAGES),
+    Metric("image_acc", "image acc", "ImageAccuracy", ALL_IMAGES),
+    Metric("image_auc", "image AUC", "ImageAUC", ALL_IMAGES),
+)
+COUNTS = ("n_pixel", "n_images", "n_real", "n_fake")
+
+
+def pixel_metrics() -> tuple[Metric, ...]:
+    """The metrics computed per partial fake, in ``METRICS`` order."""
+    return tuple(m for m in METRICS if m.population == PARTIAL_FAKES)
+
+
+def image_metrics() -> tuple[Metric, ...]:
+    """The metrics computed over all images of a split, in ``METRICS`` order."""
+    return tuple(m for m in METRICS if m.population == ALL_IMAGES)
+
+
 @dataclass
 class ImageRecord:
     """One test image's outcome. ``masked_fake``: fake with a mask that is not white
-    everywhere; ``partial``: counted for localization (see ``mark_partial_fakes``)."""
+    everywhere; ``partial``: counted for localization (see ``mark_partial_fakes``); ``pixel``:
+    each pixel metric's value for a fake image (None where it is not finite)."""
 
     split: str
     name: str
@@ -36,24 +85,31 @@ class ImageRecord:
     masked_fake: bool
     partial: bool
     pred_label: float | None
-    pixel_f1: float | None
-    pixel_iou: float | None
+    pixel: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
 class SplitScores:
-    """One row of the protocol table; None where a figure does not apply."""
+    """One row of the protocol table: each metric's value (None where it does not apply, read
+    as ``row.pixel_f1``) and the number of images behind the figures."""
 
     split: str
-    pixel_f1: float | None
-    pixel_iou: float | None
+    scores: dict[str, float | None]
     n_pixel: int
-    image_f1: float | None
-    image_acc: float | None
-    image_auc: float | None
     n_images: int
     n_real: int
     n_fake: int
+
+    def __getattr__(self, name: str) -> float | None:
+        scores = self.__dict__.get("scores", {})
+        if name in scores:
+            return scores[name]
+        raise AttributeError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``split``, every metric in ``METRICS`` order, then the counts."""
+        return {"split": self.split, **{m.name: self.scores.get(m.name) for m in METRICS},
+                **{count: getattr(self, count) for count in COUNTS}}
 
 
 @dataclass
@@ -65,7 +121,7 @@ class ProtocolResult:
     records: list[ImageRecord] = field(repr=False)
 
     def as_dict(self) -> dict:
-        return {"splits": [asdict(r) for r in self.rows], "mean": asdict(self.mean)}
+        return {"splits": [r.as_dict() for r in self.rows], "mean": self.mean.as_dict()}
 
 
 def masked_fakes(mask: torch.Tensor, label: torch.Tensor, shape_mask: torch.Tensor | None) -> torch.Tensor:
@@ -87,29 +143,30 @@ def mark_partial_fakes(records: Sequence[ImageRecord]) -> list[ImageRecord]:
     return [replace(r, partial=is_partial_key(r.name) if keyed else r.masked_fake) for r in records]
 
 
-def _batch_records(split: str, batch: dict, output: dict) -> list[ImageRecord]:
-    from IMDLBenCo.evaluation import PixelF1, PixelIOU
+def _finite(value: float) -> float | None:
+    return value if np.isfinite(value) else None
 
+
+def _batch_records(split: str, batch: dict, output: dict) -> list[ImageRecord]:
     mask = batch["mask"].float().cpu()
     label = torch.as_tensor(batch["label"]).flatten().cpu()
     shape_mask = None if batch.get("shape_mask") is None else batch["shape_mask"].float().cpu()
     masked = masked_fakes(mask, label, shape_mask)
     fake = label == 1
-    f1: list[float | None] = [None] * len(label)
-    iou: list[float | None] = [None] * len(label)
+    pixel: list[dict[str, float | None]] = [{} for _ in range(len(label))]
     pred_mask = output.get("pred_mask")
     if pred_mask is not None and bool(fake.any()):
         sel = fake.nonzero().flatten()
         pm, gt = pred_mask.detach().float().cpu()[sel], mask[sel]
         sm = None if shape_mask is None else shape_mask[sel]
-        f1_sel = PixelF1(threshold=0.5).batch_update(pm, gt, sm).tolist()
-        iou_sel = PixelIOU(threshold=0.5).batch_update(pm, gt, sm).tolist()
-        for j, i in enumerate(sel.tolist()):
-            f1[i], iou[i] = f1_sel[j], iou_sel[j]
+        for metric in pixel_metrics():
+            values = metric.benco_evaluator()(threshold=0.5).batch_update(pm, gt, sm)
+            for j, i in enumerate(sel.tolist()):
+                pixel[i][metric.name] = _finite(float(values[j]))
     pred_label = output.get("pred_label")
     probabilities = [None] * len(label) if pred_label is None else pred_label.detach().float().flatten().cpu().tolist()
     return [
-        ImageRecord(split, str(batch["name"][i]), int(label[i]), bool(masked[i]), False, probabilities[i], f1[i], iou[i])
+        ImageRecord(split, str(batch["name"][i]), int(label[i]), bool(masked[i]), False, probabilities[i], pixel[i])
         for i in range(len(label))
     ]
 
@@ -161,42 +218,29 @@ def _image_metric(evaluator_cls: type, predictions: torch.Tensor, labels: torch.
 
 
 def score_split(split: str, records: Sequence[ImageRecord]) -> SplitScores:
-    from IMDLBenCo.evaluation import ImageAccuracy, ImageAUC, ImageF1
-
-    pixel = [r for r in records if r.partial and r.pixel_f1 is not None]
+    """Each metric over its population of one split's (gathered, marked) records."""
+    partial = [r for r in records if r.partial and r.pixel]
+    scores: dict[str, float | None] = {}
+    for metric in pixel_metrics():
+        values = [r.pixel[metric.name] for r in partial if r.pixel.get(metric.name) is not None]
+        scores[metric.name] = float(np.mean(values)) if values else None
     labels = torch.tensor([float(r.label) for r in records])
-    image_scores: list[float | None] = [None, None, None]
-    if records and all(r.pred_label is not None for r in records):
-        predictions = torch.tensor([r.pred_label for r in records])
-        image_scores = [_image_metric(cls, predictions, labels) for cls in (ImageF1, ImageAccuracy, ImageAUC)]
+    has_labels = bool(records) and all(r.pred_label is not None for r in records)
+    predictions = torch.tensor([r.pred_label for r in records]) if has_labels else None
+    for metric in image_metrics():
+        scores[metric.name] = _image_metric(metric.benco_evaluator(), predictions, labels) if has_labels else None
     n_fake = int(labels.sum().item())
-    return SplitScores(
-        split=split,
-        pixel_f1=float(np.mean([r.pixel_f1 for r in pixel])) if pixel else None,
-        pixel_iou=float(np.mean([r.pixel_iou for r in pixel])) if pixel else None,
-        n_pixel=len(pixel),
-        image_f1=image_scores[0],
-        image_acc=image_scores[1],
-        image_auc=image_scores[2],
-        n_images=len(records),
-        n_real=len(records) - n_fake,
-        n_fake=n_fake,
-    )
+    return SplitScores(split, scores, len(partial), len(records), len(records) - n_fake, n_fake)
 
 
 def mean_row(rows: Iterable[SplitScores]) -> SplitScores:
     """The unweighted mean of each figure over the splits that have it; counts are summed."""
     rows = list(rows)
-
-    def mean(attr: str) -> float | None:
-        values = [getattr(r, attr) for r in rows if getattr(r, attr) is not None]
-        return float(np.mean(values)) if values else None
-
-    return SplitScores(
-        "mean", mean("pixel_f1"), mean("pixel_iou"), sum(r.n_pixel for r in rows),
-        mean("image_f1"), mean("image_acc"), mean("image_auc"),
-        sum(r.n_images for r in rows), sum(r.n_real for r in rows), sum(r.n_fake for r in rows),
-    )
+    scores = {}
+    for metric in METRICS:
+        values = [r.scores.get(metric.name) for r in rows if r.scores.get(metric.name) is not None]
+        scores[metric.name] = float(np.mean(values)) if values else None
+    return SplitScores("mean", scores, *(sum(getattr(r, count) for r in rows) for count in COUNTS))
 
 
 def evaluate(

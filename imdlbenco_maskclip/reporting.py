@@ -5,13 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from imdlbenco_maskclip.atomic import write_text
-from imdlbenco_maskclip.protocol import ProtocolResult, SplitScores
+from imdlbenco_maskclip.protocol import ProtocolResult, image_metrics, pixel_metrics
 
 LEADERBOARD = Path(__file__).resolve().parent / "resources" / "opensdi_leaderboard.json"
 
@@ -26,16 +25,16 @@ PAPER_NAMES = {
     "Trufor": "TruFor",
 }
 
-COLUMNS = [
-    ("split", "split"),
-    ("pixel_f1", "pixel F1"),
-    ("pixel_iou", "pixel IoU"),
-    ("n_pixel", "n partial"),
-    ("image_f1", "image F1"),
-    ("image_acc", "image acc"),
-    ("image_auc", "image AUC"),
-    ("n_images", "n images"),
-]
+def columns() -> list[tuple[str, str]]:
+    """(key, title) of the table's columns: the protocol's metrics, each population followed by
+    its count."""
+    return [
+        ("split", "split"),
+        *((m.name, m.title) for m in pixel_metrics()),
+        ("n_pixel", "n partial"),
+        *((m.name, m.title) for m in image_metrics()),
+        ("n_images", "n images"),
+    ]
 
 
 def _cell(value: Any) -> str:
@@ -54,8 +53,9 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def result_table(result: ProtocolResult) -> str:
-    rows = [[getattr(r, key) for key, _ in COLUMNS] for r in [*result.rows, result.mean]]
-    return markdown_table([title for _, title in COLUMNS], rows)
+    table = columns()
+    rows = [[r.as_dict()[key] for key, _ in table] for r in [*result.rows, result.mean]]
+    return markdown_table([title for _, title in table], rows)
 
 
 @lru_cache(maxsize=1)
@@ -95,16 +95,16 @@ def write_results(result: ProtocolResult, output_dir: Path, model_name: str, che
         markdown += f"\n## Beside the paper\n\n{paper_comparison(result, model_name)}\n"
     write_text(paths["md"], markdown)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(SplitScores)])
+    rows = [row.as_dict() for row in [*result.rows, result.mean]]
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
-    for row in [*result.rows, result.mean]:
-        writer.writerow(asdict(row))
+    writer.writerows(rows)
     write_text(paths["csv"], buffer.getvalue())
     per_image = output_dir / "per_image.csv"
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["split", "name", "label", "partial_fake", "pred_label", "pixel_f1", "pixel_iou"])
+    writer.writerow(["split", "name", "label", "partial_fake", "pred_label", *(m.name for m in pixel_metrics())])
     for r in result.records:
-        writer.writerow([r.split, r.name, r.label, int(r.partial), r.pred_label, r.pixel_f1, r.pixel_iou])
+        writer.writerow([r.split, r.name, r.label, int(r.partial), r.pred_label, *(r.pixel.get(m.name) for m in pixel_metrics())])
     write_text(per_image, buffer.getvalue())
     return [*paths.values(), per_image]

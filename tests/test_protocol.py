@@ -52,7 +52,7 @@ def _write_mani(root, rng):
 
 
 def _expected(truth, masks, labels):
-    f1s, ious = [], []
+    f1s, ious, aucs, accs = [], [], [], []
     for name, (kind, gt) in truth.items():
         if kind != "partial":
             continue
@@ -61,6 +61,8 @@ def _expected(truth, masks, labels):
         precision, recall = tp / (tp + fp + 1e-8), tp / (tp + fn + 1e-8)
         f1s.append(2 * precision * recall / (precision + recall + 1e-8))
         ious.append(tp / (tp + fp + fn + 1e-8))
+        aucs.append(roc_auc_score(gt.flatten(), masks[name].flatten()))
+        accs.append((pred == gt).mean())
     y = np.array([kind != "real" for kind, _ in truth.values()], dtype=float)
     p = np.array([labels[n] for n in truth])
     hard = (p > 0.5).astype(float)
@@ -69,6 +71,8 @@ def _expected(truth, masks, labels):
     return {
         "pixel_f1": np.mean(f1s),
         "pixel_iou": np.mean(ious),
+        "pixel_auc": np.mean(aucs),
+        "pixel_acc": np.mean(accs),
         "n_pixel": len(f1s),
         "image_f1": 2 * precision * recall / (precision + recall),
         "image_acc": (hard == y).mean(),
@@ -118,7 +122,7 @@ def test_masked_fakes_excludes_reals_and_whole_fakes():
 
 
 def record(name: str, label: int, masked_fake: bool) -> protocol.ImageRecord:
-    return protocol.ImageRecord("sd15", name, label, masked_fake, False, None, 0.5 if label else None, 0.4 if label else None)
+    return protocol.ImageRecord("sd15", name, label, masked_fake, False, None, {"pixel_f1": 0.5, "pixel_iou": 0.4} if label else {})
 
 
 def test_localization_counts_the_keys_the_published_test_counts():
@@ -142,10 +146,33 @@ def test_localization_falls_back_to_fakes_with_a_mask_where_keys_have_no_prefix(
 
 def test_mean_row_skips_missing_figures():
     rows = [
-        protocol.SplitScores("a", 0.5, 0.4, 2, None, None, None, 4, 2, 2),
-        protocol.SplitScores("b", 0.3, 0.2, 3, 0.8, 0.7, 0.9, 6, 3, 3),
+        protocol.SplitScores("a", {"pixel_f1": 0.5, "pixel_iou": 0.4, "image_f1": None}, 2, 4, 2, 2),
+        protocol.SplitScores("b", {"pixel_f1": 0.3, "pixel_iou": 0.2, "image_f1": 0.8}, 3, 6, 3, 3),
     ]
     mean = protocol.mean_row(rows)
     assert mean.pixel_f1 == pytest.approx(0.4)
     assert mean.image_f1 == pytest.approx(0.8)
     assert mean.n_images == 10
+
+
+def test_a_metric_is_one_entry_in_the_table_of_metrics(tmp_path, monkeypatch):
+    """Appending one ``Metric`` puts it in the records, every row, the mean, the printed table,
+    the JSON, the CSV and the per-image CSV."""
+    rng = np.random.default_rng(1)
+    truth = _write_mani(tmp_path / "mani", rng)
+    masks = {n: rng.random((SIZE, SIZE)).astype(np.float32) for n in truth}
+    labels = {n: float(rng.random()) for n in truth}
+    extra = protocol.Metric("pixel_iou_again", "IoU again", "PixelIOU", protocol.PARTIAL_FAKES)
+    monkeypatch.setattr(protocol, "METRICS", (*protocol.METRICS, extra))
+    datasets = protocol_datasets([f"mine={tmp_path / 'mani'}"], DatasetOptions(SIZE), None)
+    result = protocol.evaluate(CraftedModel(masks, labels), datasets, Runtime(torch.device("cpu")), 4)
+    assert result.rows[0].pixel_iou_again == pytest.approx(result.rows[0].pixel_iou)
+    assert result.mean.pixel_iou_again == pytest.approx(result.mean.pixel_iou)
+    assert "IoU again" in reporting.result_table(result)
+    reporting.write_results(result, tmp_path / "out", "Crafted", "none.pth", compare=False)
+    saved = json.loads((tmp_path / "out" / "opensdi_results.json").read_text())
+    assert saved["splits"][0]["pixel_iou_again"] == pytest.approx(saved["splits"][0]["pixel_iou"])
+    with open(tmp_path / "out" / "opensdi_results.csv") as handle:
+        assert "pixel_iou_again" in next(csv.reader(handle))
+    with open(tmp_path / "out" / "per_image.csv") as handle:
+        assert "pixel_iou_again" in next(csv.reader(handle))
