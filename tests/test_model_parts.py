@@ -1,4 +1,4 @@
-"""The parts compute what DESIGN.md describes: each fast path equals the plain computation."""
+"""Each part of the model computes the published math: every fast path equals the plain computation."""
 
 from __future__ import annotations
 
