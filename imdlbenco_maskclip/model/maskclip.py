@@ -12,6 +12,8 @@ align_corners=True); the detection head scores the CLIP class tokens against the
 ``MaskCLIP`` in Benco's ``MODELS``) adds pretrained CLIP and MAE/SAM weights.
 """
 
+from typing import TYPE_CHECKING
+
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,9 @@ from imdlbenco_maskclip.model.mask_decoder import MaskDecoder
 from imdlbenco_maskclip.model.prompt_learner import PromptLearner
 from imdlbenco_maskclip.model.settings import MaskCLIPSettings, get_setting
 from imdlbenco_maskclip.model.side_vit import build_side_vit
+
+if TYPE_CHECKING:
+    from imdlbenco_maskclip.model.weights import LoadReport
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,7 +51,8 @@ class MaskCLIP(nn.Module):
             ``build_maskclip``); None builds one with random weights.
 
     Other weights are random; ``clip_source`` says where the frozen CLIP's weights came from
-    (``none`` for random ones; loaders set it). Frozen CLIP weights are left out of
+    (``none`` for random ones; loaders set it), ``weights_report`` what loading the side
+    network's MAE or SAM weights did (None when it started random). Frozen CLIP weights are left out of
     ``state_dict`` when they came from a source (they are rebuilt from it) and kept when
     random. Image sides must be multiples of 16.
     """
@@ -63,6 +69,7 @@ class MaskCLIP(nn.Module):
         if len(settings.fuse_after) != len(settings.clip.tap_blocks):
             raise ValueError(f"setting: {len(settings.fuse_after)} fusion points, {len(settings.clip.tap_blocks)} CLIP taps")
         self.clip_source = NO_SOURCE
+        self.weights_report: "LoadReport | None" = None
         if clip is None:
             clip = open_clip.create_model(settings.clip.model, force_quick_gelu=settings.clip.quick_gelu)
         self.clip = FrozenCLIP(clip, settings.clip.tap_blocks)
