@@ -70,8 +70,8 @@ class MaskCLIP(nn.Module):
             raise ValueError(f"setting: {len(settings.fuse_after)} fusion points, {len(settings.clip.tap_blocks)} CLIP taps")
         self.clip_source = NO_SOURCE
         self.weights_report: "LoadReport | None" = None
-        if clip is None:
-            clip = open_clip.create_model(settings.clip.model, force_quick_gelu=settings.clip.quick_gelu)
+        if clip is None:  # open_clip.create_model would warn that the weights are random
+            clip = open_clip.CLIP(**open_clip.get_model_config(settings.clip.model), quick_gelu=settings.clip.quick_gelu)
         self.clip = FrozenCLIP(clip, settings.clip.tap_blocks)
         self.prompts = PromptLearner(settings.n_ctx, self.clip.text_width, settings.prompt_template, settings.clip.tokenizer)
         self.side_vit = build_side_vit(settings.side)
