@@ -1,4 +1,5 @@
-"""OpenSDI parquet shards for IMDLBenCo: a Benco dataset, export to Benco's layouts, synthetic shards.
+"""OpenSDI parquet shards for IMDLBenCo: a Benco dataset, a row-group shuffled training order,
+export to Benco's layouts, synthetic shards.
 
 Importing this package registers ``OpenSDIDataset`` in Benco's ``DATASETS``.
 """
@@ -6,6 +7,7 @@ Importing this package registers ``OpenSDIDataset`` in Benco's ``DATASETS``.
 from dataset_adapters.errors import OpenSDIError
 from dataset_adapters.export import export_opensdi
 from dataset_adapters.opensdi import OpenSDIDataset, SampleRecord
+from dataset_adapters.rowgroup_sampler import RowGroupBatchSampler, RowGroupShuffleSampler
 from dataset_adapters.shards import KNOWN_GENERATORS, find_shards, list_generators
 from dataset_adapters.synthetic import DEMO_SAMPLE, write_opensdi_shard, write_synthetic_opensdi
 
@@ -14,6 +16,8 @@ __all__ = [
     "KNOWN_GENERATORS",
     "OpenSDIDataset",
     "OpenSDIError",
+    "RowGroupBatchSampler",
+    "RowGroupShuffleSampler",
     "SampleRecord",
     "export_opensdi",
     "find_shards",
