@@ -1,4 +1,5 @@
-"""OpenSDI parquet shards for IMDLBenCo: a Benco dataset, export to Benco's layouts, synthetic shards.
+"""OpenSDI parquet shards for IMDLBenCo: a Benco dataset, a row-group shuffled training order,
+export to Benco's layouts, synthetic shards.
 
 Importing this package registers ``OpenSDIDataset`` in Benco's ``DATASETS`` (as soon as IMDLBenCo
 is imported: see ``imdlbenco_maskclip.registration``). The names below load on first use, so
@@ -18,6 +19,8 @@ _LAZY = {
     "KNOWN_GENERATORS": "dataset_adapters.vocabulary",
     "OpenSDIDataset": "dataset_adapters.opensdi",
     "OpenSDIError": "dataset_adapters.errors",
+    "RowGroupBatchSampler": "dataset_adapters.rowgroup_sampler",
+    "RowGroupShuffleSampler": "dataset_adapters.rowgroup_sampler",
     "SampleRecord": "dataset_adapters.opensdi",
     "export_opensdi": "dataset_adapters.export",
     "find_shards": "dataset_adapters.shards",

@@ -132,6 +132,15 @@ class OpenSDIDataset(AbstractDataset):
         """Whether sample ``index`` stores a mask (the partial fakes do)."""
         return bool(self._index.has_mask[self._position(index)])
 
+    def row_groups(self) -> np.ndarray:
+        """Per sample, the number of the parquet row group that holds it (samples of one group share it)."""
+        return self._index.row_groups()
+
+    def keep_row_groups(self, count: int) -> None:
+        """Let each process cache the bytes of up to ``count`` row groups (default 1), first opened
+        dropped first: at most ``count`` times a row group's image and mask bytes per process."""
+        self._reader.keep(count)
+
     def record(self, index: int) -> SampleRecord:
         """Key, generator, kind (entire/partial/other), label, mask presence, shard and row of a sample."""
         i = self._position(index)

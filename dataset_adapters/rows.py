@@ -1,10 +1,12 @@
 """Read and decode the image and mask bytes of rows, one row group at a time, per process.
 
 Parquet cannot read a single row: the smallest read is a column chunk of one row group. The reader
-keeps the last row group's ``image.bytes`` (and, once a row needs it, ``mask.bytes``) so that walking
-the rows in order (testing, exporting) reads each group once, and keeps a few files open. Open
-files and cached groups belong to the process that made them: they are dropped when pickled into
-DataLoader workers and reopened after a fork.
+keeps the ``image.bytes`` (and, once a row needs it, ``mask.bytes``) of the last ``capacity`` row
+groups it opened, dropping the first opened first, so that walking the rows in order (testing,
+exporting; capacity 1) or in ``RowGroupShuffleSampler``'s order (capacity = its window) reads each
+group once. Its memory is at most ``capacity`` times the bytes of a row group's image and mask
+columns. It keeps a few files open. Open files and cached groups belong to the process that made
+them: they are dropped when pickled into DataLoader workers and reopened after a fork.
 """
 
 from __future__ import annotations
@@ -51,24 +53,40 @@ def image_header(data: bytes) -> tuple[str, tuple[int, int]]:
 
 
 class RowReader:
-    """Bytes of rows given as (shard number, row group, row within the group)."""
+    """Bytes of rows given as (shard number, row group, row within the group).
 
-    def __init__(self, shards: Sequence[Shard]) -> None:
+    ``groups_read`` counts the row-group column reads of this process (a group whose mask column is
+    read after its image column counts twice) and ``bytes_read`` their stored sizes, for tests and
+    benchmarks that check each group is read once.
+    """
+
+    def __init__(self, shards: Sequence[Shard], capacity: int = 1) -> None:
         self.shards = list(shards)
+        self.capacity = capacity
         self._reset()
 
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._files: OrderedDict[int, pq.ParquetFile] = OrderedDict()
-        self._group: tuple[int, int] | None = None
-        self._columns: dict[str, pa.Array] = {}
+        self._groups: OrderedDict[tuple[int, int], dict[str, pa.Array]] = OrderedDict()
+        self.groups_read = 0
+        self.bytes_read = 0
 
     def __getstate__(self) -> dict:
-        return {"shards": self.shards}
+        return {"shards": self.shards, "capacity": self.capacity}
 
     def __setstate__(self, state: dict) -> None:
         self.shards = state["shards"]
+        self.capacity = state["capacity"]
         self._reset()
+
+    def keep(self, capacity: int) -> None:
+        """Cache up to ``capacity`` row groups (at least 1), dropping the first opened first."""
+        if capacity < 1:
+            raise ValueError(f"a row-group cache holds at least one group, not {capacity}")
+        self.capacity = capacity
+        while len(self._groups) > capacity:
+            self._groups.popitem(last=False)
 
     def close(self) -> None:
         """Close the open files and drop the cached row group."""
@@ -80,28 +98,42 @@ class RowReader:
         """Image bytes and (when ``with_mask``) mask bytes of that row; None where the cell is null."""
         if self._pid != os.getpid():
             self._reset()
-        if self._group != (shard, group):
-            self._group = (shard, group)
-            self._columns = {}
+        columns = self._groups.get((shard, group))
+        if columns is None:
+            columns = self._groups[(shard, group)] = {}
+            while len(self._groups) > self.capacity:
+                self._groups.popitem(last=False)
         wanted = ["image"] + (["mask"] if with_mask else [])
-        missing = [c for c in wanted if c not in self._columns]
+        missing = [c for c in wanted if c not in columns]
         if missing:
+            paths = [f"{c}.bytes" for c in missing]
             try:
-                table = self._file(shard).read_row_group(group, columns=[f"{c}.bytes" for c in missing])
+                parquet = self._file(shard)
+                table = parquet.read_row_group(group, columns=paths)
             except (pa.ArrowException, OSError) as error:
                 raise OpenSDIError(
                     f"cannot read row group {group} of shard {self.shards[shard].path}: {error}"
                 ) from None
+            stored = parquet.metadata.row_group(group)
+            self.groups_read += len(missing)
+            self.bytes_read += sum(
+                stored.column(i).total_compressed_size
+                for i in range(stored.num_columns)
+                if stored.column(i).path_in_schema in paths
+            )
             for column in missing:
-                self._columns[column] = pc.struct_field(table.column(column).combine_chunks(), "bytes")
-        image = self._columns["image"][row].as_py()
-        mask = self._columns["mask"][row].as_py() if with_mask else None
+                chunks = table.column(column)
+                whole = chunks.chunk(0) if chunks.num_chunks == 1 else chunks.combine_chunks()  # one copy at most
+                columns[column] = pc.struct_field(whole, "bytes")
+        image = columns["image"][row].as_py()
+        mask = columns["mask"][row].as_py() if with_mask else None
         return image, mask
 
     def _file(self, shard: int) -> pq.ParquetFile:
         parquet = self._files.get(shard)
         if parquet is None:
-            parquet = pq.ParquetFile(self.shards[shard].path)
+            # Memory-mapped, a row group's bytes are copied once (read into buffers: three times at peak).
+            parquet = pq.ParquetFile(self.shards[shard].path, memory_map=True)
             self._files[shard] = parquet
             if len(self._files) > _OPEN_FILES:
                 self._files.popitem(last=False)[1].close()

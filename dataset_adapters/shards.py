@@ -312,6 +312,15 @@ class ShardIndex:
     def key(self, i: int) -> str:
         return self.keys[i].as_py()
 
+    def row_groups(self) -> np.ndarray:
+        """Per row, the number of its row group: shard by shard, group by group (int64)."""
+        first = np.cumsum([0] + [len(s.group_rows) for s in self.shards])
+        result = np.empty(len(self), np.int64)
+        for number, starts in enumerate(self._group_starts):
+            hit = self.shard == number
+            result[hit] = first[number] + np.searchsorted(starts, self.row[hit], side="right") - 1
+        return result
+
     def location(self, i: int) -> tuple[int, int, int]:
         """(shard number, row group, row within the group) of row ``i``."""
         shard = int(self.shard[i])

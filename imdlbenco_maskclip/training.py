@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
+from dataset_adapters import OpenSDIDataset, RowGroupBatchSampler, RowGroupShuffleSampler
 from imdlbenco_maskclip import checkpoints
 from imdlbenco_maskclip.augmentations import train_transforms
 from imdlbenco_maskclip.data_sources import DatasetOptions, open_dataset, protocol_datasets
@@ -104,9 +105,19 @@ def _post_function(model_name: str) -> Any:
 
 
 def _loader(dataset: Dataset, batch_size: int, runtime: Runtime, args: argparse.Namespace, train: bool) -> DataLoader:
+    """Training: OpenSDI shards in row-group order (``--shuffle rowgroup``), else shuffled by the
+    ordinary samplers; validation in order. Call ``_set_epoch`` before each training epoch."""
     if train:
         if len(dataset) < batch_size * runtime.world_size:
             raise UserError(f"--batch_size {batch_size}: the training data has only {len(dataset)} images")
+        if args.shuffle == "rowgroup" and isinstance(dataset, OpenSDIDataset):
+            order = RowGroupShuffleSampler(dataset, args.seed, rank=runtime.rank, world_size=runtime.world_size)
+            return DataLoader(
+                dataset,
+                batch_sampler=RowGroupBatchSampler(order, batch_size, args.num_workers, drop_last=True),
+                num_workers=args.num_workers,
+                pin_memory=runtime.device.type == "cuda",
+            )
         sampler = (
             DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=True, seed=args.seed)
             if runtime.distributed
@@ -127,6 +138,13 @@ def _loader(dataset: Dataset, batch_size: int, runtime: Runtime, args: argparse.
         drop_last=train or runtime.distributed,
         persistent_workers=False,
     )
+
+
+def _set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Give the training order of ``epoch`` to the loader's sampler, if its order depends on the epoch."""
+    for sampler in (loader.sampler, loader.batch_sampler):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
 
 
 def _pixel_evaluators() -> list:
@@ -238,8 +256,7 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
     started = time.time()
     for epoch in range(start_epoch, values["epochs"]):
         seed_everything(epoch_seed(values["seed"], epoch, runtime.rank))
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
+        _set_epoch(train_loader, epoch)
         guard.start_epoch(epoch)
         train_stats = train_one_epoch(
             model, train_loader, optimizer, runtime.device, epoch, loss_scaler,

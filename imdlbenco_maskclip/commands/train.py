@@ -18,6 +18,7 @@ OPTIONS = [
     shared.PADDING,
     Option("edge_mask_width", int, None, "edge band width for models with an edge loss (MaskCLIP, IML_ViT)", metavar="PX"),
     Option("augment", str, "paper", "training augmentations", choices=AUGMENTATIONS),
+    Option("shuffle", str, "rowgroup", "training order of OpenSDI shards: rowgroup (shuffled within a moving window of 16 row groups, each read once per epoch) or global (any row after any other, reads a row group per sample); Benco data is always shuffled globally", choices=("rowgroup", "global")),
     Option("batch_size", parse_size, 16, "images per step per process", metavar="N"),
     Option("test_batch_size", parse_size, 16, "images per validation step", metavar="N"),
     Option("epochs", parse_size, 50, "epochs to train", metavar="N"),
