@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import types
-from typing import Any, Callable
+from contextlib import contextmanager, redirect_stdout
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -32,11 +34,40 @@ def cuda_synchronize_without_cuda() -> None:
     torch.cuda.synchronize = synchronize
 
 
-def autocast_dtype(dtype: torch.dtype) -> None:
-    """Fault: ``train_one_epoch`` hard-codes ``torch.cuda.amp.autocast()``, i.e. fp16.
-    Autocast without an explicit dtype reads the per-device default, so setting that
-    default lets Benco's loop run bf16 on cards that support it."""
-    torch.set_autocast_dtype("cuda", dtype)
+@contextmanager
+def trainer_autocast(device_type: str, dtype: torch.dtype) -> Iterator[None]:
+    """Fault: ``train_one_epoch`` enters ``torch.cuda.amp.autocast()``, which passes
+    ``dtype=torch.float16`` explicitly (so ``torch.set_autocast_dtype`` changes nothing) and
+    exists for CUDA only. While this block runs, that name opens ``torch.autocast`` on
+    ``device_type`` in ``dtype`` instead; outside it, ``torch.cuda.amp.autocast`` is torch's own."""
+    import torch.cuda.amp as cuda_amp
+
+    original = cuda_amp.autocast
+
+    def autocast(*args: Any, **kwargs: Any) -> torch.autocast:
+        return torch.autocast(device_type, dtype=dtype, enabled=kwargs.get("enabled", True))
+
+    cuda_amp.autocast = autocast  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        cuda_amp.autocast = original  # type: ignore[assignment]
+
+
+def grad_scaler(loss_scaler: misc.NativeScalerWithGradNormCount, device_type: str, enabled: bool) -> None:
+    """Fault: ``NativeScalerWithGradNormCount`` always builds a CUDA ``GradScaler``, enabled
+    whenever CUDA is present, so bf16 and fp32 runs scale their loss too. Give it a scaler for
+    the run's device that is on only when asked (fp16)."""
+    loss_scaler._scaler = torch.amp.GradScaler(device_type, enabled=enabled)
+
+
+@contextmanager
+def benco_prints_to(path: str | os.PathLike) -> Iterator[None]:
+    """Fault: ``train_one_epoch`` and ``test_one_epoch`` print a line every 20 steps, their
+    AMP state and their metric sums, every epoch. Append what they print to the file ``path``
+    so that the console keeps one progress bar and one line per epoch."""
+    with open(path, "a", encoding="utf-8") as handle, redirect_stdout(handle):
+        yield
 
 
 def _device_of_process_group() -> torch.device:
