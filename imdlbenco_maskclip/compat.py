@@ -8,8 +8,10 @@ call Benco as it is. Each function says which fault it covers; all are idempoten
 from __future__ import annotations
 
 import argparse
+import builtins
 import inspect
 import os
+import sys
 import types
 from contextlib import contextmanager, redirect_stdout
 from typing import Any, Callable, Iterator
@@ -179,6 +181,26 @@ def model_argparser(model_class: Callable, with_defaults: bool = True) -> argpar
             f"--{name}", type=parse, default=default if with_defaults else argparse.SUPPRESS, help=f"{name} (default: {default})"
         )
     return parser
+
+
+def silence_other_processes(is_main: bool) -> None:
+    """Fault: ``misc.setup_for_distributed`` silences every ``print`` of the processes other
+    than rank 0, error messages to ``sys.stderr`` included, so a process that stops says
+    nothing about why. Keep Benco's silence for what goes to stdout; let stderr through."""
+    if getattr(builtins.print, "_benco_stderr_passes", False):
+        return
+    plain = builtins.print
+    misc.setup_for_distributed(is_main)
+    benco_print = builtins.print
+
+    def print_(*args: Any, **kwargs: Any) -> None:
+        if kwargs.get("file") is sys.stderr:
+            plain(*args, **kwargs)
+        else:
+            benco_print(*args, **kwargs)
+
+    print_._benco_stderr_passes = True  # type: ignore[attr-defined]
+    builtins.print = print_
 
 
 def label_from_mask(transforms: Any) -> Any:

@@ -386,10 +386,10 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
                 log_writer.flush()
             with open(output_dir / "log.txt", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(_jsonable(record)) + "\n")
-            validation = ("validation" if values["select_on"] == "validation" else "test", record["val_mean_pixel_f1"], is_best)
+            scored = "val_mean_pixel_f1" in record
+            selection = (values["select_on"], record["val_mean_pixel_f1"], is_best) if scored else None
             print(summary_line(
-                epoch, values["epochs"], guard.mean_loss, validation if "val_mean_pixel_f1" in record else None,
-                progress.images_per_second, time.time() - epoch_started,
+                epoch, values["epochs"], guard.mean_loss, selection, progress.images_per_second, time.time() - epoch_started
             ), flush=True)
     if log_writer is not None:
         log_writer.close()

@@ -25,14 +25,11 @@ def test_held_out_rows_do_not_depend_on_hash_seed_or_order():
         "import sys, json; from imdlbenco_maskclip.data_sources import is_held_out; "
         "names = json.load(sys.stdin); print(''.join('1' if h else '0' for h in is_held_out(names, 0.01)))"
     )
-    runs = [
-        subprocess.run([sys.executable, "-c", script], input=json.dumps(names), capture_output=True, text=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}, check=True).stdout.strip()
-        for seed in ("1", "2")
-    ]
-    assert runs[0] == runs[1]
+    # pytest's own process has a random hash seed; the other process a fixed one.
+    other = subprocess.run([sys.executable, "-c", script], input=json.dumps(names), capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": "1", "PYTHONPATH": str(ROOT)}, check=True).stdout.strip()
     held = is_held_out(names, 0.01)
-    assert "".join("1" if h else "0" for h in held) == runs[0]
+    assert "".join("1" if h else "0" for h in held) == other
     assert 5 <= held.sum() <= 40  # about 1% of 2,000
     assert np.array_equal(is_held_out(names[::-1], 0.01), held[::-1])  # a property of each name, not of its place
 
