@@ -113,13 +113,14 @@ class OpenSDIDataset(AbstractDataset):
 
     def select(self, keep: np.ndarray) -> "OpenSDIDataset":
         """A copy over the samples where the boolean array ``keep`` is true, in order (e.g. the
-        rows held out for validation, or all the others). Shards and settings are shared."""
+        rows held out for validation, or all the others), with settings shared and a reader of its own."""
         keep = np.asarray(keep, dtype=bool)
         if keep.shape != (len(self),):
             raise OpenSDIError(f"select needs one boolean per sample ({len(self)}), got shape {keep.shape}")
         chosen = copy.copy(self)
         chosen._index = self._index.select(keep)
         chosen.tp_path, chosen.gt_path = chosen._index.keys, chosen._index.has_mask
+        chosen._reader = RowReader(chosen._index.shards)
         return chosen
 
     @property

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import probe_models
+import pytest
 import torch
 
+from dataset_adapters import OpenSDIError
 from imdlbenco_maskclip import cli
 from imdlbenco_maskclip.data_sources import DatasetOptions, hold_out, is_held_out, open_dataset
 
@@ -51,12 +53,12 @@ def test_hold_out_opensdi_splits_by_key(opensdi_root):
     assert split.description == f"{split.held_out} of 40 sd15 sd2 rows held out"
     sample = split.validation[0]
     assert sample["label"] == 1 and sample["mask"].sum() > 0
+    with pytest.raises(OpenSDIError, match="one boolean per sample"):
+        dataset.select(np.ones(3, dtype=bool))
 
 
 def test_hold_out_benco_folders_by_file_name(mani_export):
-    from imdlbenco_maskclip.compat import label_from_mask
-
-    dataset = open_dataset(str(mani_export), DatasetOptions(32, transforms=label_from_mask(None)))
+    dataset = open_dataset(str(mani_export), DatasetOptions(32))
     split = hold_out(dataset, 0.3)
     names = [Path(p).name for p in dataset.tp_path]
     held = {n for n, h in zip(names, is_held_out(names, 0.3)) if h}
