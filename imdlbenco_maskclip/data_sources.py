@@ -85,6 +85,16 @@ def split_named(entry: str) -> tuple[str | None, str]:
     return None, entry
 
 
+def same_data(a: str, b: str) -> bool:
+    """Whether two data paths name the same data (hub ids compare as written)."""
+
+    def plain(path: str) -> str:
+        candidate = Path(path).expanduser()
+        return str(candidate.resolve()) if candidate.exists() else path
+
+    return plain(a) == plain(b)
+
+
 def opensdi_generators(path: str) -> list[str]:
     """The generators whose shards are present at ``path``, in the protocol's order."""
     from dataset_adapters.shards import list_generators

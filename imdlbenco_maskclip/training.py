@@ -143,16 +143,6 @@ def accumulation_steps(global_batch_size: int, batch_size: int, world_size: int)
     return global_batch_size // per_step
 
 
-def same_data(a: str, b: str) -> bool:
-    """Whether two ``--data_path`` values name the same data (hub ids compare as written)."""
-
-    def plain(path: str) -> str:
-        candidate = Path(path).expanduser()
-        return str(candidate.resolve()) if candidate.exists() else path
-
-    return plain(a) == plain(b)
-
-
 def _post_function(model_name: str) -> Any:
     """Benco's per-model post-function (e.g. CAT-Net's), found by name as Benco's train.py does."""
     from IMDLBenCo.registry import POSTFUNCS
@@ -341,7 +331,7 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
             "best_metric": best_metric,
             "history": history,
             "precision": precision,
-            "selected_on": selected_on if best else f"none: the last epoch ({epoch + 1} of {values['epochs']})",
+            "selected_on": selected_on if best else f"none: the weights after epoch {epoch + 1} of {values['epochs']}",
             "selection_data": selection_data if best else None,
         }
         if not best:

@@ -109,7 +109,7 @@ def test_select_on_test_is_recorded_and_warned_about(opensdi_root, tmp_path, cap
     best = torch.load(run / "checkpoint-best.pth", map_location="cpu", weights_only=False)
     assert best["selected_on"] == f"test: {opensdi_root.name} sd2"
     last = torch.load(run / "checkpoint-last.pth", map_location="cpu", weights_only=False)
-    assert last["selected_on"] == "none: the last epoch (2 of 2)"
+    assert last["selected_on"] == "none: the weights after epoch 2 of 2"
     capsys.readouterr()
 
     assert cli.main(["test", "--checkpoint", str(run / "checkpoint-best.pth"), "--test_data_path", str(opensdi_root),

@@ -79,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
 def selection_warnings(selection: dict[str, Any] | None, test_paths: Sequence[str], rows: Sequence[str]) -> list[str]:
     """A warning for each scored row that the checkpoint was chosen on (``selection_data`` of a
     ``--select_on test`` run): its score there is not a held-out result."""
-    from imdlbenco_maskclip.data_sources import split_named
-    from imdlbenco_maskclip.training import same_data
+    from imdlbenco_maskclip.data_sources import same_data, split_named
 
     if not selection:
         return []
