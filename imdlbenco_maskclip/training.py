@@ -231,7 +231,8 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
         val_sets, score_sets = test_sets, {}
         test_path = split_named(values["test_data_path"])[1]
         selected_on = f"test: {Path(test_path.rstrip('/')).name} {' '.join(test_sets)}"
-        selection_data = {"data_path": values["test_data_path"], "rows": list(test_sets)}
+        local = Path(test_path).expanduser()
+        selection_data = {"data_path": str(local.resolve()) if local.exists() else test_path, "rows": list(test_sets)}
     else:
         held = hold_out(train_set, values["val_fraction"], data_options.transforms)
         train_set = held.train
