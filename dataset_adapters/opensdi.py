@@ -13,6 +13,7 @@ with a mask is its RGB mask binarized by channel mean > 127.5.
 
 from __future__ import annotations
 
+import copy
 import operator
 import warnings
 from typing import NamedTuple, Sequence
@@ -110,6 +111,18 @@ class OpenSDIDataset(AbstractDataset):
             f"[OpenSDIDataset] at {self.entry_path}, generators {', '.join(self.generators)}, "
             f"subset {self._subset}, with length of {len(self):,}"
         )
+
+    def select(self, keep: np.ndarray) -> "OpenSDIDataset":
+        """A copy over the samples where the boolean array ``keep`` is true, in order (e.g. the
+        rows held out for validation, or all the others), with settings shared and a reader of its own."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (len(self),):
+            raise OpenSDIError(f"select needs one boolean per sample ({len(self)}), got shape {keep.shape}")
+        chosen = copy.copy(self)
+        chosen._index = self._index.select(keep)
+        chosen.tp_path, chosen.gt_path = chosen._index.keys, chosen._index.has_mask
+        chosen._reader = RowReader(chosen._index.shards)
+        return chosen
 
     @property
     def generators(self) -> list[str]:

@@ -8,9 +8,13 @@ call Benco as it is. Each function says which fault it covers; all are idempoten
 from __future__ import annotations
 
 import argparse
+import builtins
 import inspect
+import os
+import sys
 import types
-from typing import Any, Callable
+from contextlib import contextmanager, redirect_stdout
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -32,11 +36,40 @@ def cuda_synchronize_without_cuda() -> None:
     torch.cuda.synchronize = synchronize
 
 
-def autocast_dtype(dtype: torch.dtype) -> None:
-    """Fault: ``train_one_epoch`` hard-codes ``torch.cuda.amp.autocast()``, i.e. fp16.
-    Autocast without an explicit dtype reads the per-device default, so setting that
-    default lets Benco's loop run bf16 on cards that support it."""
-    torch.set_autocast_dtype("cuda", dtype)
+@contextmanager
+def trainer_autocast(device_type: str, dtype: torch.dtype) -> Iterator[None]:
+    """Fault: ``train_one_epoch`` enters ``torch.cuda.amp.autocast()``, which passes
+    ``dtype=torch.float16`` explicitly (so ``torch.set_autocast_dtype`` changes nothing) and
+    exists for CUDA only. While this block runs, that name opens ``torch.autocast`` on
+    ``device_type`` in ``dtype`` instead; outside it, ``torch.cuda.amp.autocast`` is torch's own."""
+    import torch.cuda.amp as cuda_amp
+
+    original = cuda_amp.autocast
+
+    def autocast(*args: Any, **kwargs: Any) -> torch.autocast:
+        return torch.autocast(device_type, dtype=dtype, enabled=kwargs.get("enabled", True))
+
+    cuda_amp.autocast = autocast  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        cuda_amp.autocast = original  # type: ignore[assignment]
+
+
+def grad_scaler(loss_scaler: misc.NativeScalerWithGradNormCount, device_type: str, enabled: bool) -> None:
+    """Fault: ``NativeScalerWithGradNormCount`` always builds a CUDA ``GradScaler``, enabled
+    whenever CUDA is present, so bf16 and fp32 runs scale their loss too. Give it a scaler for
+    the run's device that is on only when asked (fp16)."""
+    loss_scaler._scaler = torch.amp.GradScaler(device_type, enabled=enabled)
+
+
+@contextmanager
+def benco_prints_to(path: str | os.PathLike) -> Iterator[None]:
+    """Fault: ``train_one_epoch`` and ``test_one_epoch`` print a line every 20 steps, their
+    AMP state and their metric sums, every epoch. Append what they print to the file ``path``
+    so that the console keeps one progress bar and one line per epoch."""
+    with open(path, "a", encoding="utf-8") as handle, redirect_stdout(handle):
+        yield
 
 
 def _device_of_process_group() -> torch.device:
@@ -148,6 +181,26 @@ def model_argparser(model_class: Callable, with_defaults: bool = True) -> argpar
             f"--{name}", type=parse, default=default if with_defaults else argparse.SUPPRESS, help=f"{name} (default: {default})"
         )
     return parser
+
+
+def silence_other_processes(is_main: bool) -> None:
+    """Fault: ``misc.setup_for_distributed`` silences every ``print`` of the processes other
+    than rank 0, error messages to ``sys.stderr`` included, so a process that stops says
+    nothing about why. Keep Benco's silence for what goes to stdout; let stderr through."""
+    if getattr(builtins.print, "_benco_stderr_passes", False):
+        return
+    plain = builtins.print
+    misc.setup_for_distributed(is_main)
+    benco_print = builtins.print
+
+    def print_(*args: Any, **kwargs: Any) -> None:
+        if kwargs.get("file") is sys.stderr:
+            plain(*args, **kwargs)
+        else:
+            benco_print(*args, **kwargs)
+
+    print_._benco_stderr_passes = True  # type: ignore[attr-defined]
+    builtins.print = print_
 
 
 def label_from_mask(transforms: Any) -> Any:

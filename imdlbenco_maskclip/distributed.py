@@ -62,9 +62,7 @@ def start(device_name: str) -> Runtime:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-        from IMDLBenCo.training_scripts.utils import misc
-
-        misc.setup_for_distributed(rank == 0)
+        compat.silence_other_processes(rank == 0)
     elif dist.is_initialized():
         backend = dist.get_backend()
     compat.install(distributed_backend=backend)

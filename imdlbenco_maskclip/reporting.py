@@ -7,7 +7,7 @@ import io
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from imdlbenco_maskclip.atomic import write_text
 from imdlbenco_maskclip.protocol import ProtocolResult, image_metrics, pixel_metrics
@@ -82,15 +82,30 @@ def paper_comparison(result: ProtocolResult, model_name: str) -> str:
     return markdown_table(header, rows) + "\n\n" + notes.rstrip()
 
 
-def write_results(result: ProtocolResult, output_dir: Path, model_name: str, checkpoint: str, compare: bool) -> list[Path]:
-    """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written."""
+def write_results(
+    result: ProtocolResult,
+    output_dir: Path,
+    model_name: str,
+    checkpoint: str,
+    compare: bool,
+    selected_on: str | None = None,
+    notes: Sequence[str] = (),
+) -> list[Path]:
+    """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written.
+    ``selected_on`` is what the checkpoint was chosen on (None: not recorded); ``notes`` are
+    warnings the Markdown repeats (e.g. that the checkpoint was chosen on a split it scores)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: output_dir / f"opensdi_results.{ext}" for ext in ("json", "md", "csv")}
-    payload = {"model": model_name, "checkpoint": checkpoint, **result.as_dict()}
+    payload = {"model": model_name, "checkpoint": checkpoint, "selected_on": selected_on, **result.as_dict()}
     if compare:
         payload["paper"] = {"source": leaderboard()["source"], "name": PAPER_NAMES.get(model_name)}
     write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
-    markdown = f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`\n\n{result_table(result)}\n"
+    markdown = (
+        f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`\n\n"
+        f"Selected on: {selected_on or 'not recorded in the checkpoint'}\n\n"
+        + "".join(f"**Warning:** {note}\n\n" for note in notes)
+        + f"{result_table(result)}\n"
+    )
     if compare:
         markdown += f"\n## Beside the paper\n\n{paper_comparison(result, model_name)}\n"
     write_text(paths["md"], markdown)

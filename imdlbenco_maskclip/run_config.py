@@ -66,6 +66,8 @@ class Option:
             if not isinstance(value, bool):
                 raise UserError(f"{source}: key '{self.name}' must be true or false, got {value!r}")
             return value
+        if value is False and self.choices is not None and "off" in self.choices:
+            value = "off"  # YAML 1.1 reads a bare `off` as false
         try:
             converted = self.type(value) if self.type is not None else value
         except (TypeError, ValueError) as error:

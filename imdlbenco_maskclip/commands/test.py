@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any, Sequence
 
 from imdlbenco_maskclip.commands import shared
 from imdlbenco_maskclip.run_config import Option, parse_size
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from imdlbenco_maskclip import distributed, model_builder, protocol, reporting, run_config
+    from imdlbenco_maskclip import checkpoints, distributed, model_builder, protocol, reporting, run_config
     from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 
     config = run_config.resolve(OPTIONS, args, args.config)
@@ -58,10 +60,40 @@ def run(args: argparse.Namespace) -> int:
     if not runtime.is_main:
         return 0
     output_dir = Path(values["output_dir"] or Path(values["checkpoint"]).expanduser().parent)
-    print(f"\nOpenSDI protocol, {name}, {values['checkpoint']}\n")
+    recorded = checkpoints.metadata(values["checkpoint"])
+    selected_on = recorded.get("selected_on")
+    notes = selection_warnings(recorded.get("selection_data"), values["test_data_path"], [r.split for r in result.rows])
+    for note in notes:
+        print(f"benco test: warning: {note}", file=sys.stderr)
+    print(f"\nOpenSDI protocol, {name}, {values['checkpoint']} (selected on: {selected_on or 'not recorded'})\n")
     print(reporting.result_table(result))
     if values["compare_paper"]:
         print("\n" + reporting.paper_comparison(result, name))
-    written = reporting.write_results(result, output_dir, name, str(values["checkpoint"]), bool(values["compare_paper"]))
+    written = reporting.write_results(
+        result, output_dir, name, str(values["checkpoint"]), bool(values["compare_paper"]), selected_on, notes
+    )
     print("\nWrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def selection_warnings(selection: dict[str, Any] | None, test_paths: Sequence[str], rows: Sequence[str]) -> list[str]:
+    """A warning for each scored row that the checkpoint was chosen on (``selection_data`` of a
+    ``--select_on test`` run): its score there is not a held-out result."""
+    from imdlbenco_maskclip.data_sources import same_data, split_named
+
+    if not selection:
+        return []
+    chosen = set(selection.get("rows") or [])
+    notes = []
+    for entry in test_paths:
+        name, path = split_named(entry)
+        if not same_data(path, split_named(selection["data_path"])[1]):
+            continue
+        for row in rows:
+            generator = row.split("/", 1)[1] if name is not None and row.startswith(f"{name}/") else row
+            if row in chosen or generator in chosen:
+                notes.append(
+                    f"the checkpoint was selected on {path} {generator} (--select_on test), which this run scores: "
+                    f"its {row} row is not a held-out result"
+                )
+    return notes

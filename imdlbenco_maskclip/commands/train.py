@@ -12,8 +12,10 @@ OPTIONS = [
     shared.MODEL,
     Option("data_path", str, None, "training data: OpenSDI shard folder/files/hub id, Benco Tp/Gt folder or JSON list", metavar="PATH"),
     Option("generators", str, None, f"OpenSDI generators to train on: {shared.GENERATORS_HELP} (default: all present)", many=True),
-    Option("test_data_path", str, None, "validation data, same forms as --data_path (OpenSDI: partial fakes)", metavar="PATH"),
-    Option("test_generators", str, None, f"OpenSDI generators to validate on: {shared.GENERATORS_HELP} (default: all present)", many=True),
+    Option("test_data_path", str, None, "test data scored every --test_period epochs, same forms as --data_path (OpenSDI: partial fakes); chooses checkpoint-best.pth with --select_on test", metavar="PATH"),
+    Option("test_generators", str, None, f"OpenSDI generators of --test_data_path to score: {shared.GENERATORS_HELP} (default: all present)", many=True),
+    Option("select_on", str, "validation", "what checkpoint-best.pth is chosen on (pixel F1): validation (rows held out from --data_path, never trained on) or test (--test_data_path, the paper's practice)", choices=("validation", "test")),
+    Option("val_fraction", float, 0.01, "fraction of the training rows held out for --select_on validation, chosen by a hash of each row's key or file name (the same in every run)"),
     shared.IMAGE_SIZE,
     shared.PADDING,
     Option("edge_mask_width", int, None, "edge band width for models with an edge loss (MaskCLIP, IML_ViT)", metavar="PX"),
@@ -27,14 +29,17 @@ OPTIONS = [
     Option("warmup_epochs", parse_rate, 0.0, "linear warm-up epochs before the cosine"),
     Option("weight_decay", parse_rate, 0.05, "AdamW weight decay"),
     Option("accum_iter", parse_size, 1, "gradient accumulation steps", metavar="N"),
+    Option("global_batch_size", parse_size, None, "images per optimizer step over all processes: sets --accum_iter to GLOBAL / (--batch_size x processes)", metavar="N"),
     Option("test_period", parse_size, 1, "validate every N epochs (and after the last)", metavar="N"),
     Option("save_period", int, 0, "also keep checkpoint-EPOCH.pth every N epochs (0: never)", metavar="N"),
     Option("log_per_epoch_count", parse_size, 20, "tensorboard loss points per epoch", metavar="N"),
-    Option("amp", str, "auto", "mixed precision on CUDA: auto (bf16 where supported, else fp16), bf16, fp16, off; always off on CPU", choices=("auto", "bf16", "fp16", "off")),
+    Option("amp", str, "auto", "autocast dtype: auto (CUDA: bf16 where supported, else fp16 with loss scaling; CPU: off), bf16, fp16 (with loss scaling) or off (fp32)", choices=("auto", "bf16", "fp16", "off")),
     Option("if_predict_label", None, False, "passed to models that train a detection head on request (Benco's flag)", flag=True),
     Option("find_unused_parameters", None, False, "DDP's find_unused_parameters", flag=True),
     shared.DEVICE,
     Option("seed", int, 42, "random seed"),
+    Option("deterministic", None, False, "deterministic kernels and one CPU thread, so a run's weights do not depend on the process, machine load or core count (slower)", flag=True),
+    Option("verbose", None, False, "print Benco's per-step log instead of a progress bar (else it goes to OUTPUT_DIR/train_log.txt)", flag=True),
     Option("resume", str, "", "checkpoint to resume from, or 'auto' for OUTPUT_DIR/checkpoint-last.pth", metavar="CKPT"),
     shared.NUM_WORKERS,
     shared.OUTPUT_DIR,
@@ -48,7 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imdlbenco_maskclip import distributed, model_builder, run_config, training
+    from imdlbenco_maskclip import distributed, model_builder, reproducibility, run_config, training
+    from imdlbenco_maskclip.errors import UserError
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
@@ -58,12 +64,26 @@ def run(args: argparse.Namespace) -> int:
         return 0
     shared.require(values, "data_path")
     model_args = model_builder.parse_model_args(values["model"], config.model_args, args.model_flags, values["image_size"])
+    if values["deterministic"]:
+        reproducibility.make_deterministic()
     runtime = distributed.start(values["device"])
     try:
+        if values["global_batch_size"] is not None:
+            steps = training.accumulation_steps(values["global_batch_size"], values["batch_size"], runtime.world_size)
+            if config.sources["accum_iter"] != "default" and values["accum_iter"] != steps:
+                raise UserError(
+                    f"--accum_iter {values['accum_iter']} (from {config.sources['accum_iter']}) contradicts --global_batch_size "
+                    f"{values['global_batch_size']} = --batch_size {values['batch_size']} x {runtime.world_size} process(es) x {steps}; give one of them"
+                )
+            values["accum_iter"] = steps
         result = training.train(values, values["model"], model_args, runtime)
     finally:
         distributed.stop(runtime)
     if runtime.is_main:
-        best = f"; best mean pixel F1 {result.best_metric:.4f} in {result.best_checkpoint}" if result.best_checkpoint else ""
+        best = (
+            f"; best pixel F1 {result.best_metric:.4f} ({result.selected_on}) in {result.best_checkpoint}"
+            if result.best_checkpoint
+            else ""
+        )
         print(f"Done: {result.last_checkpoint}{best}")
     return 0
