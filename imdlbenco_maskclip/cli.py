@@ -93,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("benco: interrupted", file=sys.stderr)
         return 130
     except (UserError, OpenSDIError, FileNotFoundError) as error:
-        print(f"benco {args.command}: error: {error}", file=sys.stderr)
+        # One write, so that the messages of several torchrun processes never share a line.
+        sys.stderr.write(f"benco {args.command}: error: {error}\n")
+        sys.stderr.flush()
         return 2
 
 

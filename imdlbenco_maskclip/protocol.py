@@ -179,8 +179,10 @@ def run_split(
     batch_size: int,
     num_workers: int,
     autocast: torch.dtype | None = None,
+    progress: bool = True,
 ) -> list[ImageRecord]:
-    """Predict every image of one split (this rank's share of it) and record the outcome."""
+    """Predict every image of one split (this rank's share of it) and record the outcome;
+    ``progress`` shows a bar on the main process."""
     share = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size)) if runtime.distributed else dataset
     loader = DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
     amp = (
@@ -191,7 +193,7 @@ def run_split(
     records: list[ImageRecord] = []
     model.eval()
     with torch.no_grad(), amp:
-        for batch in tqdm(loader, desc=f"test {split}", unit="batch", disable=not runtime.is_main):
+        for batch in tqdm(loader, desc=f"test {split}", unit="batch", disable=not (progress and runtime.is_main)):
             batch = {k: v.to(runtime.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             batch.setdefault("edge_mask", torch.zeros_like(batch["mask"]))  # models that always compute their loss
             records.extend(_batch_records(split, batch, model(**batch)))
@@ -250,11 +252,13 @@ def evaluate(
     batch_size: int,
     num_workers: int = 0,
     autocast: torch.dtype | None = None,
+    progress: bool = True,
 ) -> ProtocolResult:
     """The protocol over ``datasets`` (one per table row)."""
     rows, records = [], []
     for split, dataset in datasets.items():
-        split_records = gather(run_split(model, split, dataset, runtime, batch_size, num_workers, autocast), runtime)
+        split_records = run_split(model, split, dataset, runtime, batch_size, num_workers, autocast, progress)
+        split_records = gather(split_records, runtime)
         split_records = mark_partial_fakes(split_records)
         rows.append(score_split(split, split_records))
         records.extend(split_records)

@@ -1,9 +1,9 @@
-"""Training on top of Benco's ``train_one_epoch`` and ``test_one_epoch``.
+"""Training on top of Benco's ``train_one_epoch``, validated by the protocol's own code.
 
 What Benco's ``train.py`` lacks and this adds: one CPU process, one GPU or torchrun with NCCL
 or gloo; atomic checkpoints every epoch (``checkpoint-last.pth``); ``checkpoint-best.pth``
-(weights only) chosen by pixel F1 on a validation set held out from the training data, or on
-the test data as the paper did (``--select_on test``), recorded in the checkpoint as
+(weights only) chosen by pixel F1 (computed by ``protocol``, as ``benco test`` computes it) on
+a validation set held out from the training data, or on the test data as the paper did (``--select_on test``), recorded in the checkpoint as
 ``selected_on``; ``--resume`` that replays the same batches and augmentations (each epoch
 reseeds from the run seed and the epoch number; see ``reproducibility``); ``--amp`` in the
 dtype asked for, with loss scaling for fp16 only; a global batch set by gradient accumulation;
@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from dataset_adapters import OpenSDIDataset, RowGroupBatchSampler, RowGroupShuffleSampler
-from imdlbenco_maskclip import checkpoints
+from imdlbenco_maskclip import checkpoints, protocol
 from imdlbenco_maskclip.augmentations import train_transforms
 from imdlbenco_maskclip.data_sources import DatasetOptions, hold_out, open_dataset, protocol_datasets, split_named
 from imdlbenco_maskclip.distributed import Runtime
@@ -198,15 +197,8 @@ def _set_epoch(loader: DataLoader, epoch: int) -> None:
             sampler.set_epoch(epoch)
 
 
-def _pixel_evaluators() -> list:
-    """Validation runs on partial fakes, so only pixel metrics mean something there."""
-    from IMDLBenCo.evaluation import PixelF1, PixelIOU
-
-    return [PixelF1(threshold=0.5, mode="origin"), PixelIOU(threshold=0.5, mode="origin")]
-
-
 def benco_args(values: dict[str, Any], runtime: Runtime, amp: bool) -> argparse.Namespace:
-    """The namespace Benco's ``train_one_epoch``/``test_one_epoch`` read, plus our settings."""
+    """The namespace Benco's ``train_one_epoch`` reads, plus our settings."""
     return argparse.Namespace(
         **values,
         if_not_amp=not amp,
@@ -218,7 +210,6 @@ def benco_args(values: dict[str, Any], runtime: Runtime, amp: bool) -> argparse.
 
 def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], runtime: Runtime) -> TrainResult:
     """Run a whole training; ``values`` are the resolved train options of ``benco train``."""
-    from IMDLBenCo.training_scripts.tester import test_one_epoch
     from IMDLBenCo.training_scripts.trainer import train_one_epoch
     from IMDLBenCo.training_scripts.utils import misc
     from timm.optim import create_optimizer_v2
@@ -302,8 +293,6 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
                 print(f"Resumed {resume_path} at epoch {start_epoch}")
 
     train_loader = _loader(train_set, values["batch_size"], runtime, args, train=True)
-    val_loaders = {name: _loader(ds, values["test_batch_size"], runtime, args, train=False) for name, ds in val_sets.items()}
-    score_loaders = {name: _loader(ds, values["test_batch_size"], runtime, args, train=False) for name, ds in score_sets.items()}
     log_writer = None
     if runtime.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -322,19 +311,17 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
     def quiet() -> Any:
         return compat.benco_prints_to(benco_prints) if benco_prints is not None else nullcontext()
 
-    def score(loaders: dict[str, DataLoader], prefix: str, epoch: int, record: dict[str, Any]) -> None:
-        """Pixel F1 and IoU of each loader into ``record``, and their mean pixel F1."""
-        scores = []
-        for name, loader in loaders.items():
-            with quiet():
-                stats = test_one_epoch(
-                    model, loader, _pixel_evaluators(), runtime.device, epoch, name=name, log_writer=log_writer, args=args,
-                )
-            record.update({f"{prefix}_{name}_{k}": v for k, v in stats.items()})
-            scores.append(float(stats["pixel-level F1"]))
-        record[f"{prefix}_mean_pixel_f1"] = float(np.mean(scores))
-        if log_writer is not None:
-            log_writer.add_scalar(f"{prefix}/mean_pixel_f1", record[f"{prefix}_mean_pixel_f1"], epoch)
+    def score(datasets: dict[str, Dataset], prefix: str, epoch: int, record: dict[str, Any]) -> None:
+        """The protocol's pixel metrics on each (partial-fake) dataset into ``record``, and their
+        mean pixel F1: the same code and figures as ``benco test``'s table."""
+        result = protocol.evaluate(
+            model_without_ddp, datasets, runtime, values["test_batch_size"], values["num_workers"], dtype, progress=False
+        )
+        for row in result.rows:
+            record.update({f"{prefix}_{row.split}_{m.name}": row.scores[m.name] for m in protocol.pixel_metrics()})
+        record[f"{prefix}_mean_pixel_f1"] = result.mean.pixel_f1
+        if log_writer is not None and result.mean.pixel_f1 is not None:
+            log_writer.add_scalar(f"{prefix}/mean_pixel_f1", result.mean.pixel_f1, epoch)
 
     def save(path: Path, epoch: int, best: bool = False) -> None:
         """Benco's checkpoint layout; the best checkpoint (for testing and predicting, a third of
@@ -376,10 +363,10 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
         record: dict[str, Any] = {"epoch": epoch, "precision": precision, **{f"train_{k}": v for k, v in train_stats.items()}}
         last_epoch = epoch + 1 == values["epochs"]
         if epoch % values["test_period"] == 0 or last_epoch:
-            if val_loaders:
-                score(val_loaders, "val", epoch, record)
-            if score_loaders:
-                score(score_loaders, "test", epoch, record)
+            if val_sets:
+                score(val_sets, "val", epoch, record)
+            if score_sets:
+                score(score_sets, "test", epoch, record)
         history.append(record)
         is_best = "val_mean_pixel_f1" in record and (best_metric is None or record["val_mean_pixel_f1"] > best_metric)
         if is_best:
