@@ -9,7 +9,8 @@ from IMDLBenCo.registry import DATASETS, MODELS
 from dataset_adapters import OpenSDIDataset
 from imdlbenco_maskclip.loading import load_model
 from imdlbenco_maskclip.model import MaskCLIP
+from imdlbenco_maskclip.predictor import Prediction, Predictor
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskCLIP", "load_model", "OpenSDIDataset", "MODELS", "DATASETS", "__version__"]
+__all__ = ["MaskCLIP", "load_model", "Predictor", "Prediction", "OpenSDIDataset", "MODELS", "DATASETS", "__version__"]
