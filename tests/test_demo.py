@@ -10,8 +10,12 @@ from imdlbenco_maskclip import cli
 def test_demo_learns_on_the_embedded_sample(tmp_path, capsys):
     output = tmp_path / "demo"
     assert cli.main(["demo", "--output_dir", str(output)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "Mean pixel F1 on held-out partial fakes: untrained" in printed
+    assert captured.out.count("\n") + captured.err.count("\n") < 60  # both tables and where the files are
+    assert f"Full log: {output / 'demo_log.txt'}" in printed and "Epoch: [" not in printed
+    assert "Epoch: [" in (output / "demo_log.txt").read_text()  # Benco's per-step log is kept, in the file
 
     log = [json.loads(line) for line in (output / "run" / "log.txt").read_text().splitlines()]
     assert len(log) == 16
