@@ -172,11 +172,11 @@ def recorded_run(checkpoint: str | Path) -> dict[str, Any]:
 
 
 class Predictor:
-    """A model in eval mode with the image size and resizing it was trained with.
+    """A model in eval mode with the image size and resizing it was trained with::
 
-    >>> predictor = Predictor.from_checkpoint("output_dir/checkpoint-best.pth")
-    >>> result = predictor.predict("photo.jpg")
-    >>> result.fake_probability, result.mask.shape
+        predictor = Predictor.from_checkpoint("output_dir/checkpoint-best.pth")
+        result = predictor.predict("photo.jpg")
+        result.fake_probability, result.mask.shape, result.overlay()
     """
 
     def __init__(

@@ -167,6 +167,8 @@ def test_benco_predict_skips_what_it_cannot_read_and_goes_on(tiny_checkpoint, tm
     photos.mkdir()
     sizes = write_photos(photos)
     reasons = write_bad_files(photos)
+    Image.fromarray(red_left_half(150, 96)).save(photos / "large.png")  # larger than the run's 64 px: shrunk, padded
+    sizes["large.png"] = (150, 96)
     output = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="imdlbenco_maskclip"):
         status = cli.main(["predict", "--checkpoint", str(tiny_checkpoint), str(photos), "--device", "cpu",
@@ -183,3 +185,19 @@ def test_benco_predict_skips_what_it_cannot_read_and_goes_on(tiny_checkpoint, tm
         assert Image.open(output / rows[name]["mask"]).size == (width, height)
         assert Image.open(output / rows[name]["mask"].replace("masks/", "overlays/")).size == (width, height)
     assert len(json.loads((output / "predictions.json").read_text())) == len(rows)
+
+
+def test_readme_example(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(red_left_half(48, 36)).save("photo.jpg")
+    checkpoint = str(tiny_checkpoint)
+    # The README's five lines, with the checkpoint's path:
+    from imdlbenco_maskclip import Predictor
+    predictor = Predictor.from_checkpoint(checkpoint)
+    result = predictor.predict("photo.jpg")
+    print(result.fake_probability, result.mask.shape)
+    result.overlay().save("photo_overlay.png")
+
+    probability, shape = capsys.readouterr().out.split(" ", 1)
+    assert 0.0 <= float(probability) <= 1.0 and shape.strip() == "(36, 48)"
+    assert Image.open("photo_overlay.png").size == (48, 36)
