@@ -54,7 +54,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
         values = np.asarray(image).astype(np.float32) / 257.0
         image = Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8), mode="L")
     elif image.mode in ("I", "F"):
-        image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float32) + 0.5, 0, 255).astype(np.uint8), mode="L")
+        values = np.asarray(image, dtype=np.float32)
+        if image.mode == "F" and values.max(initial=0) <= 1.0:  # a float image in [0, 1]
+            values = values * 255.0
+        image = Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8), mode="L")
     if image.mode == "RGB":
         return image
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
@@ -84,10 +87,10 @@ def open_photo(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         raise UnreadableImage(f"more pixels than Pillow allows (PIL.Image.MAX_IMAGE_PIXELS): {error}") from None
     except Image.UnidentifiedImageError:
         raise UnreadableImage("not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        if isinstance(error, UnreadableImage):
-            raise
-        raise UnreadableImage(f"truncated or corrupt, cannot decode: {error}") from None
+    except UnreadableImage:
+        raise
+    except Exception as error:  # noqa: BLE001  (Pillow's decoders raise OSError, SyntaxError, EOFError, struct.error... on bad files)
+        raise UnreadableImage(f"truncated or corrupt, cannot decode: {type(error).__name__}: {error}") from None
 
 
 def as_photo(source: PhotoLike, max_pixels: int | None = None) -> Image.Image:

@@ -137,6 +137,14 @@ def test_unreadable_files_raise_or_are_skipped_in_order(predictor, tmp_path):
         list(strict.predict_many([tmp_path / n for n in order], batch_size=4))
 
 
+def test_pillows_own_limit_is_a_reason_not_a_traceback(predictor, tmp_path, monkeypatch):
+    Image.new("RGB", (100, 100)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses more than twice its limit
+    no_limit_of_ours = Predictor(predictor.model, TINY_IMAGE_SIZE, max_pixels=0)
+    with pytest.raises(UnreadableImage, match="MAX_IMAGE_PIXELS"):
+        no_limit_of_ours.predict(tmp_path / "bomb.png")
+
+
 def test_predict_many_batches_give_the_single_image_answers(predictor):
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (20 + 7 * i, 50 - 5 * i, 3), dtype=np.uint8) for i in range(5)]

@@ -17,7 +17,7 @@ MAX_PIXELS = Option(
 OPTIONS = [
     shared.CHECKPOINT,
     shared.CHECKPOINT_MODEL,
-    replace(shared.IMAGE_SIZE, default=None, help="side the images are resized (or padded) to; None: the checkpoint's run's, else 512"),
+    replace(shared.IMAGE_SIZE, default=None, help="side the images are resized (or padded) to; unset: the checkpoint's run's, else 512"),
     replace(
         shared.PADDING,
         help="zero-pad to --image_size instead of resizing (a larger image is first shrunk to fit; "
