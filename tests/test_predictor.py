@@ -170,7 +170,8 @@ def test_padding_keeps_every_pixel_in_place(width, height):
     assert result.overlay().size == (width, height)
 
 
-def test_benco_predict_skips_what_it_cannot_read_and_goes_on(tiny_checkpoint, tmp_path, caplog):
+def test_benco_predict_skips_what_it_cannot_read_and_goes_on(tiny_checkpoint, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # --max_pixels sets it for the process
     photos = tmp_path / "photos"
     photos.mkdir()
     sizes = write_photos(photos)
@@ -193,6 +194,7 @@ def test_benco_predict_skips_what_it_cannot_read_and_goes_on(tiny_checkpoint, tm
         assert Image.open(output / rows[name]["mask"]).size == (width, height)
         assert Image.open(output / rows[name]["mask"].replace("masks/", "overlays/")).size == (width, height)
     assert len(json.loads((output / "predictions.json").read_text())) == len(rows)
+    assert Image.MAX_IMAGE_PIXELS == 50_000  # Pillow's own guard agrees with --max_pixels
 
 
 def test_readme_example(tiny_checkpoint, tmp_path, monkeypatch, capsys):

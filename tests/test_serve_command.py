@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 
 import pytest
+from PIL import Image
 
 from imdlbenco_maskclip import cli
 
 
 def test_serve_without_gradio_says_how_to_install_it(tiny_checkpoint, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # what Python does when gradio is not installed
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
     assert cli.main(["serve", "--checkpoint", str(tiny_checkpoint)]) == 2
     assert 'pip install -e ".[serve]"' in capsys.readouterr().err
 
