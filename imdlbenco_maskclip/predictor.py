@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Callable, Iterator, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -82,8 +82,17 @@ def fit_inside(size: tuple[int, int], side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+class _Sample(NamedTuple):
+    """One read image: the model's input, the RGB image, the (h, w) its content fills on the
+    model's canvas; or only ``error``, the reason it could not be read."""
+
+    tensor: torch.Tensor | None
+    image: Image.Image | None
+    content: tuple[int, int]
+    error: str | None
+
+
 class _Images(Dataset):
-    """Each item: (model input or None, the RGB image or None, the content's (h, w) on the canvas, error or None)."""
 
     def __init__(self, items: Sequence[ImageInput], image_size: int, padding: bool, max_pixels: int | None) -> None:
         from IMDLBenCo.transforms import get_albu_transforms
@@ -106,19 +115,19 @@ class _Images(Dataset):
                 raise UnreadableImage(str(error)) from None
         return as_photo(item, self.max_pixels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, Image.Image | None, tuple[int, int], str | None]:
+    def __getitem__(self, index: int) -> _Sample:
         try:
             image = self.read(self.items[index])
         except UnreadableImage as error:
-            return None, None, (0, 0), str(error)
+            return _Sample(None, None, (0, 0), str(error))
         shown = image
         if self.padding and max(image.size) > self.image_size:
             shown = image.resize(fit_inside(image.size, self.image_size), Image.BILINEAR)
         tensor = self.transform(image=np.asarray(shown))["image"]
-        return tensor, image, (shown.height, shown.width), None
+        return _Sample(tensor, image, (shown.height, shown.width), None)
 
 
-def _collate(batch: list) -> list:
+def _collate(batch: list[_Sample]) -> list[_Sample]:
     return batch
 
 
@@ -242,26 +251,24 @@ class Predictor:
         )
         index = 0
         for batch in loader:
-            readable = [(j, sample) for j, sample in enumerate(batch) if sample[3] is None]
-            outputs = self._run([sample for _, sample in readable], [_name_of(items[index + j], index + j) for j, _ in readable])
-            by_position = {j: output for (j, _), output in zip(readable, outputs)}
-            for j, (_, image, _, error) in enumerate(batch):
-                name = _name_of(items[index + j], index + j)
-                if error is not None:
-                    if not skip_unreadable:
-                        raise UnreadableImage(f"{name}: {error}")
-                    yield Prediction(name, None, None, None, error)
+            names = [_name_of(items[index + j], index + j) for j in range(len(batch))]
+            readable = [j for j, sample in enumerate(batch) if sample.error is None]
+            outputs = dict(zip(readable, self._run([batch[j] for j in readable], [names[j] for j in readable])))
+            for j, sample in enumerate(batch):
+                if sample.error is None:
+                    yield Prediction(names[j], sample.image, *outputs[j])
+                elif skip_unreadable:
+                    yield Prediction(names[j], None, None, None, sample.error)
                 else:
-                    mask, probability = by_position[j]
-                    yield Prediction(name, image, mask, probability)
+                    raise UnreadableImage(f"{names[j]}: {sample.error}")
             index += len(batch)
 
-    def _run(self, samples: list, names: list[str]) -> list[tuple[np.ndarray | None, float | None]]:
+    def _run(self, samples: list[_Sample], names: list[str]) -> list[tuple[np.ndarray | None, float | None]]:
         """(mask at the image's size, fake probability) for each readable sample of a batch."""
         if not samples:
             return []
-        images = torch.stack([s[0] for s in samples]).to(self.device)
-        content = [s[2] for s in samples]
+        images = torch.stack([s.tensor for s in samples]).to(self.device)
+        content = [s.content for s in samples]
         autocast = contextlib.nullcontext() if self.autocast is None else torch.autocast(self.device.type, self.autocast)
         with torch.no_grad(), autocast:
             output = self.model(**_benco_batch(images, content, names, self.padding))
