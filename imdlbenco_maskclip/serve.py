@@ -39,12 +39,12 @@ def import_gradio() -> Any:
     return gradio
 
 
-def write_examples(folder: Path, size: int = 256) -> list[Path]:
+def write_examples(folder: Path, size: int = 128) -> list[Path]:
     """A partial fake, an entire fake and a real photo from the synthetic OpenSDI sample, as PNGs."""
     from dataset_adapters.shards import iter_shard_images
     from dataset_adapters.synthetic import write_synthetic_opensdi
 
-    shards = write_synthetic_opensdi(folder / "shards", generators=("sd15",), n_per_class=1, image_size=size, seed=0)
+    shards = write_synthetic_opensdi(folder / "shards", generators=("sd15",), n_per_class=1, image_size=size, seed=1)
     found: dict[str, Path] = {}
     for key, _, load in iter_shard_images(shards):
         kind = next((k for k in EXAMPLE_KEYS if key.startswith(k)), None)
