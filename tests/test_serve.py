@@ -45,6 +45,8 @@ def served(tiny_checkpoint, tmp_path_factory):
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (400, 400, 3), dtype=np.uint8)).save(files["big_file"])
     app = serve.build_app(predictor, examples)
     url = serve.launch(app, port=free_port(), max_file_size="200kb", block=False)
+    predictor.forwards = []  # one entry per model run, to show the slider does not rerun the model
+    predictor.model.register_forward_hook(lambda *_: predictor.forwards.append(1))
     yield url, files, predictor
     app.close()
 
@@ -73,7 +75,7 @@ def test_predict_endpoint_for_gradio_client(served):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium at /usr/bin/chromium: apt-get install -y chromium")
 def test_page_in_headless_chromium(served, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
-    url, files, _ = served
+    url, files, predictor = served
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -85,11 +87,12 @@ def test_page_in_headless_chromium(served, tmp_path):
             page.locator("#mask img").wait_for(state="visible", timeout=10_000)
             sync_api.expect(page.locator("#probability")).to_contain_text("fake", timeout=10_000)
             sync_api.expect(page.locator("#probability")).to_contain_text("%")
-            first = overlay.get_attribute("src")
+            first, runs = overlay.get_attribute("src"), len(predictor.forwards)
 
             page.locator("#threshold input[type=range]").fill("0.05")
             sync_api.expect(overlay).not_to_have_attribute("src", first, timeout=20_000)
             assert page.locator("#threshold input[type=number]").input_value() == "0.05"
+            assert len(predictor.forwards) == runs  # redrawn from the kept probability map
 
             page.locator("#input-image button[aria-label='Remove Image']").click()
             page.locator("#input-image input[type=file]").set_input_files(str(files["notes"]))
