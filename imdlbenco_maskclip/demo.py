@@ -117,7 +117,7 @@ def _run(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtime, o
 
     training.seed_everything(values["seed"] + runtime.rank)
     untrained_model = build_model(values["model"], model_args)
-    with _phase(f"Scoring the untrained {values['model']} on {len(tests)} held-out splits", log, runtime):
+    with _phase(f"Scoring {values['model']} before training, on {len(tests)} held-out splits", log, runtime):
         untrained = protocol.evaluate(untrained_model, tests, runtime, values["test_batch_size"])
 
     train_values = {
