@@ -45,7 +45,11 @@ setup(
         "requests",
         "pillow",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        # benco serve's local web page (gradio 6 installs beside numpy<2)
+        "serve": ["gradio>=6,<7"],
+    },
     entry_points={
         "console_scripts": ["benco = imdlbenco_maskclip.cli:main"],
     },

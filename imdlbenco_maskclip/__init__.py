@@ -21,6 +21,8 @@ _LAZY = {
     "MaskCLIP": "imdlbenco_maskclip.model",
     "build_maskclip": "imdlbenco_maskclip.model",
     "load_model": "imdlbenco_maskclip.loading",
+    "Predictor": "imdlbenco_maskclip.predictor",
+    "Prediction": "imdlbenco_maskclip.predictor",
     "OpenSDIDataset": "dataset_adapters",
     "MODELS": "IMDLBenCo.registry",
     "DATASETS": "IMDLBenCo.registry",

@@ -3,13 +3,18 @@
 Writes a small synthetic OpenSDI (training split: sd15; test splits: all five generators,
 drawn from another seed), scores the untrained model, trains it with ``benco train``'s own
 code, scores it again, and draws held-out partial fakes with both models' masks.
+
+The console gets one line per phase (and the training's progress bars); Benco's per-step
+log and the scoring's progress bars go to ``demo_log.txt`` in the output folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, TextIO
 
 import torch
 from PIL import Image
@@ -31,6 +36,7 @@ class DemoResult:
     output_dir: Path
     picture: Path
     checkpoint: Path
+    log: Path
 
 
 def write_sample(root: Path, values: dict[str, Any]) -> tuple[Path, Path]:
@@ -78,16 +84,41 @@ def _examples(models: list[torch.nn.Module], datasets: dict, per_split: int) -> 
     return rows, labels
 
 
+@contextlib.contextmanager
+def _phase(title: str, log: TextIO, runtime: Runtime, progress_bars: bool = False) -> Iterator[None]:
+    """Say ``title`` on the console, send what the phase prints to ``log`` (its progress bars
+    too, unless ``progress_bars``), then say how long it took."""
+    started = time.time()
+    if runtime.is_main:
+        print(f"{title} ...", flush=True)
+    log.write(f"\n== {title}\n")
+    with contextlib.redirect_stdout(log), (contextlib.nullcontext() if progress_bars else contextlib.redirect_stderr(log)):
+        yield
+    log.flush()
+    if runtime.is_main:
+        print(f"  done in {time.time() - started:.0f} s", flush=True)
+
+
 def run_demo(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtime) -> DemoResult:
     """The whole demo; ``values`` are ``benco demo``'s resolved options."""
     output_dir = Path(values["output_dir"]).expanduser()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log_path = output_dir / "demo_log.txt"
+    with open(log_path, "a", encoding="utf-8") as log:
+        return _run(values, model_args, runtime, output_dir, log, log_path)
+
+
+def _run(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtime, output_dir: Path, log: TextIO, log_path: Path) -> DemoResult:
     train_root, test_root = write_sample(output_dir / "data", values)
     options = DatasetOptions(values["image_size"])
     tests = protocol_datasets([str(test_root)], options, None)
+    if runtime.is_main:
+        print(f"Benco's step-by-step log goes to {log_path}")
 
     training.seed_everything(values["seed"] + runtime.rank)
     untrained_model = build_model(values["model"], model_args)
-    untrained = protocol.evaluate(untrained_model, tests, runtime, values["test_batch_size"])
+    with _phase(f"Scoring {values['model']} before training, on {len(tests)} held-out splits", log, runtime):
+        untrained = protocol.evaluate(untrained_model, tests, runtime, values["test_batch_size"])
 
     train_values = {
         **values,
@@ -98,12 +129,14 @@ def run_demo(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtim
         "test_period": values["epochs"],
         "output_dir": str(output_dir / "run"),
     }
-    result = training.train(train_values, values["model"], model_args, runtime)
+    with _phase(f"Training it for {values['epochs']} epochs on {runtime.device}", log, runtime, progress_bars=True):
+        result = training.train(train_values, values["model"], model_args, runtime)
     trained_model, _ = from_checkpoint(str(result.last_checkpoint), values["model"], {}, [], values["image_size"])
-    trained = protocol.evaluate(trained_model, tests, runtime, values["test_batch_size"])
+    with _phase("Scoring the trained model", log, runtime):
+        trained = protocol.evaluate(trained_model, tests, runtime, values["test_batch_size"])
 
     reporting.write_results(trained, output_dir / "results", values["model"], str(result.last_checkpoint), compare=False)
     rows, labels = _examples([untrained_model, trained_model], tests, per_split=2)
     picture = output_dir / "pictures" / "held_out_partial_fakes.png"
     pictures.save_png(pictures.grid(rows, ["image", "truth", "untrained", "trained"], labels), picture)
-    return DemoResult(untrained, trained, output_dir, picture, result.last_checkpoint)
+    return DemoResult(untrained, trained, output_dir, picture, result.last_checkpoint, log_path)

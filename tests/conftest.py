@@ -33,3 +33,24 @@ def json_export(opensdi_root, tmp_path_factory):
 
     return export_opensdi(opensdi_root, tmp_path_factory.mktemp("json"), format="json")
 
+
+
+TINY_IMAGE_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained tiny MaskCLIP saved as ``benco train`` saves it (run at 64 px, resized)."""
+    import argparse
+
+    import torch
+
+    from imdlbenco_maskclip.checkpoints import save_atomic
+    from imdlbenco_maskclip.model import MaskCLIP
+
+    torch.manual_seed(0)
+    model = MaskCLIP(setting="tiny")
+    path = tmp_path_factory.mktemp("tiny_checkpoint") / "checkpoint-best.pth"
+    args = argparse.Namespace(image_size=TINY_IMAGE_SIZE, if_padding=False, model="MaskCLIP")
+    save_atomic({"model": model.state_dict(), "model_name": "MaskCLIP", "model_args": {"setting": "tiny"}, "args": args}, path)
+    return path

@@ -10,8 +10,11 @@ from imdlbenco_maskclip import cli
 def test_demo_learns_on_the_embedded_sample(tmp_path, capsys):
     output = tmp_path / "demo"
     assert cli.main(["demo", "--output_dir", str(output)]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "Mean pixel F1 on held-out partial fakes: untrained" in printed
+    assert captured.out.count("\n") + captured.err.count("\n") < 60  # both tables and where the files are
+    assert f"Full log: {output / 'demo_log.txt'}" in printed and "Epoch: [" not in printed  # Benco's per-step log
 
     log = [json.loads(line) for line in (output / "run" / "log.txt").read_text().splitlines()]
     assert len(log) == 16
@@ -20,7 +23,8 @@ def test_demo_learns_on_the_embedded_sample(tmp_path, capsys):
     results = json.loads((output / "results" / "opensdi_results.json").read_text())
     assert [s["split"] for s in results["splits"]] == ["sd15", "sd2", "sdxl", "sd3", "flux"]
     trained = results["mean"]["pixel_f1"]
-    untrained = float(printed.split("untrained ")[1].split(" ->")[0])
+    summary = next(line for line in printed.splitlines() if line.startswith("Mean pixel F1 on held-out partial fakes"))
+    untrained = float(summary.split("untrained ")[1].split(" ->")[0])
     assert trained > untrained + 0.15
     assert results["splits"][0]["pixel_f1"] > results["splits"][-1]["pixel_f1"]  # sd15 transfers best to itself
     assert (output / "pictures" / "held_out_partial_fakes.png").stat().st_size > 10_000

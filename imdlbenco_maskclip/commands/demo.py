@@ -49,4 +49,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nMean pixel F1 on held-out partial fakes: untrained {before:.4f} -> trained {after:.4f}")
     print(f"Pictures: {result.picture}")
     print(f"Tables: {result.output_dir / 'results'}; checkpoint: {result.checkpoint}")
+    print(f"Full log: {result.log}")
     return 0
