@@ -46,9 +46,10 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest>=7"],
         # benco serve's local web page (gradio 6 installs beside numpy<2)
         "serve": ["gradio>=6,<7"],
+        # the tests drive the web page in Debian's chromium through playwright
+        "test": ["pytest>=7", "gradio>=6,<7", "playwright"],
     },
     entry_points={
         "console_scripts": ["benco = imdlbenco_maskclip.cli:main"],
