@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU check for imdlbenco-maskclip (about 6-9 minutes on one H100/H200):
 #   1. the model tests on CUDA (tiny setting: Benco's train/test loops, bf16 and fp16
-#      autocast, SDPA side attention against segment-anything's, exact fast paths);
+#      autocast, SDPA side attention against segment-anything's, exact fast paths) and the
+#      training-run tests, which include resuming a CPU checkpoint on CUDA and the reverse;
 #   2. a short `benco train` of the tiny setting on CUDA with --amp bf16 on synthetic shards,
 #      and the dtype its log.txt and checkpoint record;
 #   3. the GPU part of benchmarks/model_step.py: the paper setting at batch 16, 32 and 64,
@@ -25,9 +26,10 @@ assert torch.cuda.is_available(), "gpu_check: no CUDA device visible"
 print(f"{datetime.date.today()} {platform.node()}: {torch.cuda.get_device_name()}, torch {torch.__version__}, CUDA {torch.version.cuda}")
 PY
 
-echo "== model tests on CUDA"
-MASKCLIP_TEST_DEVICE=cuda timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider \
+echo "== model tests on CUDA, and a checkpoint written on CPU resuming on CUDA and the reverse"
+MASKCLIP_TEST_DEVICE=cuda timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider \
     tests/test_model_tiny.py tests/test_model_parts.py tests/test_model_side_vit.py tests/test_model_benco.py
+timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_training_runs.py -k cuda
 
 echo "== benco train, tiny setting, CUDA, --amp bf16"
 "$PYTHON" -c "from dataset_adapters.synthetic import write_synthetic_opensdi as w; w('$OUT/shards', generators=('sd15',), n_per_class=8, image_size=64, seed=0)"
@@ -37,9 +39,9 @@ timeout 180 "$PYTHON" -m imdlbenco_maskclip train --model MaskCLIP --setting tin
 import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 lines = [json.loads(l) for l in (run / "log.txt").read_text().splitlines() if l.strip()]
-dtypes = {k: v for line in lines for k, v in line.items() if "dtype" in k or k == "amp"}
-print("log.txt records:", dtypes)
-assert any("bfloat16" in str(v) or "bf16" in str(v) for v in dtypes.values()), "log.txt does not record bf16"
+precisions = {line.get("precision") for line in lines}
+print("log.txt records precision:", precisions)
+assert precisions == {"bfloat16"}, "log.txt does not record bf16"
 PY
 
 echo "== GPU benchmark (paper setting)"
