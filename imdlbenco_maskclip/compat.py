@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 
-from IMDLBenCo.evaluation import ImageAccuracy, ImageAUC, ImageF1
 from IMDLBenCo.training_scripts.utils import misc
 
 
@@ -103,36 +102,6 @@ def gloo_reductions() -> None:
     fails. Use the process group's own device."""
     misc.SmoothedValue.synchronize_between_processes = _synchronize_between_processes
     misc.all_reduce_mean = _all_reduce_mean
-
-
-class _GatherFreeMixin:
-    """Fault: ``ImageF1``, ``ImageAccuracy`` and ``ImageAUC`` call ``dist.all_gather`` in
-    ``epoch_update``, which fails in one process with no process group. In one process the
-    gathered list is the local list, which Benco's own 'remain' branch already handles."""
-
-    predict: list
-    label: list
-    remain_predict: list
-    remain_label: list
-
-    def epoch_update(self):  # type: ignore[override]
-        if not misc.is_dist_avail_and_initialized() and self.predict:
-            self.remain_predict = list(self.remain_predict) + self.predict
-            self.remain_label = list(self.remain_label) + self.label
-            self.predict, self.label = [], []
-        return super().epoch_update()  # type: ignore[misc]
-
-
-class SingleProcessImageF1(_GatherFreeMixin, ImageF1):
-    """Benco's ``ImageF1`` that also runs without a process group."""
-
-
-class SingleProcessImageAccuracy(_GatherFreeMixin, ImageAccuracy):
-    """Benco's ``ImageAccuracy`` that also runs without a process group."""
-
-
-class SingleProcessImageAUC(_GatherFreeMixin, ImageAUC):
-    """Benco's ``ImageAUC`` that also runs without a process group."""
 
 
 def allow_namespace_checkpoints() -> None:

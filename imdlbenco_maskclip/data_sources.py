@@ -95,22 +95,17 @@ def same_data(a: str, b: str) -> bool:
     return plain(a) == plain(b)
 
 
-def opensdi_generators(path: str) -> list[str]:
-    """The generators whose shards are present at ``path``, in the protocol's order."""
-    from dataset_adapters.shards import list_generators
-
-    return list_generators(path)
-
-
 def protocol_datasets(
     paths: Sequence[str], options: DatasetOptions, generators: Sequence[str] | None, subset: str = "all"
 ) -> dict[str, Dataset]:
     """One dataset per table row: per generator for OpenSDI, per path (or ``NAME=``) for Benco data."""
+    from dataset_adapters.shards import list_generators
+
     datasets: dict[str, Dataset] = {}
     for entry in paths:
         name, path = split_named(entry)
         if kind_of(path) == "opensdi":
-            wanted = list(generators) if generators else opensdi_generators(path)
+            wanted = list(generators) if generators else list_generators(path)
             for generator in wanted:
                 row = generator if name is None else f"{name}/{generator}"
                 datasets[row] = open_dataset(path, options, [generator], subset)

@@ -85,9 +85,6 @@ class RunConfig:
     model_args: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
-    def namespace(self) -> argparse.Namespace:
-        return argparse.Namespace(**self.values)
-
 
 def resolve_config_path(name_or_path: str) -> Path:
     """A file path, or the stem of a config in the shipped ``benco_configs``."""

@@ -67,13 +67,7 @@ def test_benco_train_and_test_loops_with_pixel_and_image_metrics(shards, tmp_pat
     assert {"ce", "bce", "edge", "total", "lr"} <= set(stats)
     assert all(math.isfinite(stats[k]) for k in ("ce", "bce", "edge", "total"))
 
-    evaluators = [
-        PixelF1(),
-        PixelIOU(),
-        compat.SingleProcessImageF1(),
-        compat.SingleProcessImageAccuracy(),
-        compat.SingleProcessImageAUC(),
-    ]
+    evaluators = [PixelF1(), PixelIOU()]
     args = argparse.Namespace(no_model_eval=False, distributed=False, test_batch_size=8)
     results = test_one_epoch(model, loader(shards, 8, False), evaluators, DEVICE, 0, name="sd15", log_writer=writer, args=args)
     writer.close()
