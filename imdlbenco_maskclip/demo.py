@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from dataset_adapters.vocabulary import KNOWN_GENERATORS
-from imdlbenco_maskclip import pictures, protocol, reporting, training
+from imdlbenco_maskclip import inference, pictures, protocol, reporting, training
 from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 from imdlbenco_maskclip.distributed import Runtime
 from imdlbenco_maskclip.model_builder import build_model, from_checkpoint
@@ -75,8 +75,7 @@ def _examples(models: list[torch.nn.Module], datasets: dict, per_split: int) -> 
             row = [Image.fromarray((denormalize(sample["image"]).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy())]
             row.append(pictures.probability_png(sample["mask"][0].numpy()))
             for model in models:
-                with torch.no_grad():
-                    mask = model.eval()(**default_collate([sample]))["pred_mask"][0, 0].float().numpy()
+                mask = inference.forward(model, default_collate([sample]))["pred_mask"][0, 0].float().numpy()
                 row.append(pictures.probability_png(mask))
             rows.append(row)
             labels.append(split)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from imdlbenco_maskclip import pictures
+from imdlbenco_maskclip import inference, pictures
 from imdlbenco_maskclip.photos import PhotoLike, UnreadableImage, as_photo
 
 DEFAULT_IMAGE_SIZE = 512
@@ -128,25 +128,6 @@ class _Images(Dataset):
 
 
 def _collate(batch: list[_Sample]) -> list[_Sample]:
-    return batch
-
-
-def _benco_batch(images: torch.Tensor, content: list[tuple[int, int]], names: list[str], padding: bool) -> dict[str, Any]:
-    """A batch shaped like a Benco dataset's, with empty targets, so that models which always
-    compute their loss (most of Benco's) run too."""
-    batch_size, _, height, width = images.shape
-    empty = images.new_zeros(batch_size, 1, height, width)
-    shown = torch.tensor(content)
-    batch = {
-        "image": images, "mask": empty, "edge_mask": empty, "name": names,
-        "label": torch.zeros(batch_size, dtype=torch.long, device=images.device),
-        "shape": shown if padding else torch.tensor([[height, width]] * batch_size), "origin_shape": shown,
-    }
-    if padding:
-        shape_mask = empty.clone()
-        for i, (h, w) in enumerate(content):
-            shape_mask[i, :, :h, :w] = 1
-        batch["shape_mask"] = shape_mask
     return batch
 
 
@@ -270,8 +251,8 @@ class Predictor:
         images = torch.stack([s.tensor for s in samples]).to(self.device)
         content = [s.content for s in samples]
         autocast = contextlib.nullcontext() if self.autocast is None else torch.autocast(self.device.type, self.autocast)
-        with torch.no_grad(), autocast:
-            output = self.model(**_benco_batch(images, content, names, self.padding))
+        with autocast:
+            output = inference.forward(self.model, inference.image_batch(images, content, names, self.padding))
         masks, labels = output.get("pred_mask"), output.get("pred_label")
         results = []
         for j, (_, image, (height, width), _) in enumerate(samples):

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from imdlbenco_maskclip import inference
 from imdlbenco_maskclip.distributed import Runtime
 
 
@@ -191,12 +192,10 @@ def run_split(
         else contextlib.nullcontext()
     )
     records: list[ImageRecord] = []
-    model.eval()
-    with torch.no_grad(), amp:
+    with amp:
         for batch in tqdm(loader, desc=f"test {split}", unit="batch", disable=not (progress and runtime.is_main)):
             batch = {k: v.to(runtime.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            batch.setdefault("edge_mask", torch.zeros_like(batch["mask"]))  # models that always compute their loss
-            records.extend(_batch_records(split, batch, model(**batch)))
+            records.extend(_batch_records(split, batch, inference.forward(model, batch)))
     return records
 
 
