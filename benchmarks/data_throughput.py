@@ -35,8 +35,8 @@ its peak RSS and the index's own size.
 
     PYTHONPATH=. python benchmarks/data_throughput.py [--groups 8] [--window 4] [--workers 2]
 
-The defaults (8 row groups, 420 MB of shards) take about 3.5 CPU-minutes: 6 minutes of wall time
-on 2 cores that other jobs shared. ``--window`` is 4 so that the benchmark's groups outnumber the
+The defaults (8 row groups, 420 MB of shards) take about 3.5 CPU-minutes: 4 to 6 minutes of wall
+time on 2 cores that other jobs shared. ``--window`` is 4 so that the benchmark's groups outnumber the
 window; training uses 16. Bytes and speed do not depend on the window; the row-group cache holds
 at most ``window`` groups per process.
 """
