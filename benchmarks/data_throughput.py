@@ -1,6 +1,6 @@
 """Training-sample throughput of OpenSDIDataset in three orders, against the published data path.
 
-The shards are like the published ones: 100-row groups of about 1024-px JPEGs (about 55 MB per
+The shards are like the published ones: 100-row groups of about 1024-px JPEGs (about 53 MB per
 group here; 17 MB on average in the published training split). Their rows repeat, under distinct
 keys and in a shuffled order, 12 synthetic 1024-px rows (an entire and a partial real and fake,
 three of each), so that writing them takes seconds. All runs use the paper's training setting:
@@ -26,17 +26,19 @@ Part 2, a fresh process per OpenSDIDataset order with a DataLoader of ``--worker
 processes, batch 16, one whole epoch: per worker, the row groups and bytes it read per sample, the
 peak of pyarrow's memory pool (where the row-group cache lives) and of its private memory
 (RssAnon after each sample) above its start. The shards are memory-mapped: the page cache they
-occupy is shared and counts in no worker's private memory. Row-group shuffle uses ``RowGroupBatchSampler``, so each worker reads its own row groups.
+occupy is shared and counts in no worker's private memory. Row-group shuffle uses
+``RowGroupBatchSampler``, so each worker reads its own row groups.
 
 Part 3 (``--index-memory``): a fresh process builds an OpenSDIDataset over a 200,824-row index
 (70 shards in the real format, 8-px images, 100-row groups, like the training split) and reports
 its peak RSS and the index's own size.
 
-    PYTHONPATH=. python benchmarks/data_throughput.py [--groups 10] [--window 4] [--workers 2]
+    PYTHONPATH=. python benchmarks/data_throughput.py [--groups 8] [--window 4] [--workers 2]
 
-With the defaults it takes about four minutes on two cores. ``--window`` is 4 so that the
-benchmark's groups outnumber the window; training uses 16. Bytes and speed do not depend on the
-window; the row-group cache holds at most ``window`` groups per process.
+The defaults (8 row groups, 420 MB of shards) take about 3.5 CPU-minutes: 4 to 6 minutes of wall
+time on 2 cores that other jobs shared. ``--window`` is 4 so that the benchmark's groups outnumber the
+window; training uses 16. Bytes and speed do not depend on the window; the row-group cache holds
+at most ``window`` groups per process.
 """
 
 from __future__ import annotations

@@ -151,7 +151,8 @@ class OpenSDIDataset(AbstractDataset):
 
     def keep_row_groups(self, count: int) -> None:
         """Let each process cache the bytes of up to ``count`` row groups (default 1), first opened
-        dropped first: at most ``count`` times a row group's image and mask bytes per process."""
+        dropped first: ``count`` times a row group's image and mask bytes per process, and about 0.6
+        of a group more while one is read (``benchmarks/data_throughput.py`` measures it)."""
         self._reader.keep(count)
 
     def record(self, index: int) -> SampleRecord:
