@@ -43,12 +43,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from imdlbenco_maskclip import photos, prediction, run_config
-    from imdlbenco_maskclip.predictor import Predictor
+    from imdlbenco_maskclip import run_config
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
     shared.require(values, "checkpoint")
+    from imdlbenco_maskclip import photos, prediction
+    from imdlbenco_maskclip.predictor import Predictor
+
     inputs = prediction.collect_inputs(args.inputs)
     max_pixels = photos.allow_pixels(values["max_pixels"])
     predictor = Predictor.from_checkpoint(

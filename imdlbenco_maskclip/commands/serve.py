@@ -28,12 +28,14 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from imdlbenco_maskclip import photos, run_config, serve
-    from imdlbenco_maskclip.predictor import Predictor
+    from imdlbenco_maskclip import run_config
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
     shared.require(values, "checkpoint")
+    from imdlbenco_maskclip import photos, serve
+    from imdlbenco_maskclip.predictor import Predictor
+
     serve.import_gradio()  # before the model loads: a missing extra is said at once
     predictor = Predictor.from_checkpoint(
         values["checkpoint"], values["device"], values["image_size"], values["amp"],

@@ -36,14 +36,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import torch
-
-    from imdlbenco_maskclip import checkpoints, distributed, model_builder, protocol, reporting, run_config
-    from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
+    from imdlbenco_maskclip import run_config
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
     shared.require(values, "checkpoint", "test_data_path")
+
+    import torch
+
+    from imdlbenco_maskclip import checkpoints, distributed, model_builder, protocol, reporting
+    from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
+
     runtime = distributed.start(values["device"])
     try:
         model, name = model_builder.from_checkpoint(

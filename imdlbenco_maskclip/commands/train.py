@@ -53,16 +53,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imdlbenco_maskclip import distributed, model_builder, reproducibility, run_config, training
+    from imdlbenco_maskclip import run_config
     from imdlbenco_maskclip.errors import UserError
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
     shared.require(values, "model")
+    if not args.model_help:
+        shared.require(values, "data_path")
+    from imdlbenco_maskclip import distributed, model_builder, reproducibility, training
+
     if args.model_help:
         print(model_builder.model_options_help(values["model"]))
         return 0
-    shared.require(values, "data_path")
     model_args = model_builder.parse_model_args(values["model"], config.model_args, args.model_flags, values["image_size"])
     if values["deterministic"]:
         reproducibility.make_deterministic()
