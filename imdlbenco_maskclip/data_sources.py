@@ -85,14 +85,15 @@ def split_named(entry: str) -> tuple[str | None, str]:
     return None, entry
 
 
+def resolved(path: str) -> str:
+    """A local data path made absolute (so it compares from any folder); a hub id as written."""
+    candidate = Path(path).expanduser()
+    return str(candidate.resolve()) if candidate.exists() else path
+
+
 def same_data(a: str, b: str) -> bool:
     """Whether two data paths name the same data (hub ids compare as written)."""
-
-    def plain(path: str) -> str:
-        candidate = Path(path).expanduser()
-        return str(candidate.resolve()) if candidate.exists() else path
-
-    return plain(a) == plain(b)
+    return resolved(a) == resolved(b)
 
 
 def protocol_datasets(

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from dataset_adapters import OpenSDIDataset, RowGroupBatchSampler, RowGroupShuffleSampler
 from imdlbenco_maskclip import checkpoints, protocol
 from imdlbenco_maskclip.augmentations import train_transforms
-from imdlbenco_maskclip.data_sources import DatasetOptions, hold_out, open_dataset, protocol_datasets, split_named
+from imdlbenco_maskclip.data_sources import DatasetOptions, hold_out, open_dataset, protocol_datasets, resolved, split_named
 from imdlbenco_maskclip.distributed import Runtime
 from imdlbenco_maskclip.errors import UserError
 from imdlbenco_maskclip.model_builder import build_model
@@ -240,8 +240,7 @@ def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], r
         val_sets, score_sets = test_sets, {}
         test_path = split_named(values["test_data_path"])[1]
         selected_on = f"test: {Path(test_path.rstrip('/')).name} {' '.join(test_sets)}"
-        local = Path(test_path).expanduser()
-        selection_data = {"data_path": str(local.resolve()) if local.exists() else test_path, "rows": list(test_sets)}
+        selection_data = {"data_path": resolved(test_path), "rows": list(test_sets)}
     else:
         held = hold_out(train_set, values["val_fraction"], data_options.transforms)
         train_set = held.train
