@@ -65,21 +65,6 @@ def load(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def metadata(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's entries other than weights and optimizer state (e.g. ``selected_on``),
-    read through a memory map so that a large file is not read whole; {} for files without."""
-    from imdlbenco_maskclip.compat import allow_namespace_checkpoints
-
-    allow_namespace_checkpoints()
-    try:
-        payload = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a zip-format checkpoint, or unreadable: ``load`` reports the latter
-        return {}
-    if not isinstance(payload, dict) or "model" not in payload:
-        return {}
-    return {k: v for k, v in payload.items() if k not in ("model", "optimizer", "scaler")}
-
-
 def model_identity(payload: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The model name and options a checkpoint records: ours directly, Benco's via ``args.model``."""
     name = payload.get("model_name")

@@ -130,7 +130,7 @@ def _run(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtime, o
     }
     with _phase(f"Training it for {values['epochs']} epochs on {runtime.device}", log, runtime, progress_bars=True):
         result = training.train(train_values, values["model"], model_args, runtime)
-    trained_model, _ = from_checkpoint(str(result.last_checkpoint), values["model"], {}, [], values["image_size"])
+    trained_model, _, _ = from_checkpoint(str(result.last_checkpoint), values["model"], {}, [], values["image_size"])
     with _phase("Scoring the trained model", log, runtime):
         trained = protocol.evaluate(trained_model, tests, runtime, values["test_batch_size"])
 

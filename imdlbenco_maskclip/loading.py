@@ -40,6 +40,19 @@ class Checkpoint:
     state: dict[str, torch.Tensor]
     payload: dict[str, Any] = field(repr=False)
 
+    @property
+    def entries(self) -> dict[str, Any]:
+        """The file's entries other than weights and optimizer state (``selected_on``, ``args``, ...)."""
+        return {k: v for k, v in self.payload.items() if k not in ("model", "optimizer", "scaler")}
+
+    @property
+    def run_args(self) -> dict[str, Any]:
+        """The training run's settings the file records (``args``: Benco's Namespace), or {}."""
+        args = self.payload.get("args")
+        if args is None:
+            return {}
+        return dict(args) if isinstance(args, dict) else dict(vars(args))
+
 
 def read_checkpoint(checkpoint: str | Path) -> Checkpoint:
     """Read a checkpoint file and tell its layout (see the module docstring)."""

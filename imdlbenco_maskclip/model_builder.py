@@ -70,8 +70,9 @@ def parse_model_args(
 
 def from_checkpoint(
     checkpoint: str, model_name: str | None, configured: dict[str, Any], extra_flags: Sequence[str], image_size: int | None
-) -> tuple[torch.nn.Module, str]:
-    """The model a checkpoint holds (options: recorded < config < flags), through
+) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+    """The model a checkpoint holds (options: recorded < config < flags), its name and the
+    file's other entries (``selected_on``, ``args``, ...), read once, through
     ``loading.build_from_checkpoint``, with its errors as flag-named ``UserError``\ s."""
     from imdlbenco_maskclip.loading import build_from_checkpoint, read_checkpoint
 
@@ -86,7 +87,7 @@ def from_checkpoint(
         raise UserError(f"--model: {checkpoint} does not record which model it holds; pass --model NAME")
     model_args = parse_model_args(name, {**stored.model_options, **configured}, extra_flags, image_size)
     try:
-        return build_from_checkpoint(stored, name, **model_args), name
+        return build_from_checkpoint(stored, name, **model_args), name, stored.entries
     except UserError:
         raise
     except (OSError, RuntimeError, ValueError, TypeError, AssertionError) as error:

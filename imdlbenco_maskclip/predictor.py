@@ -145,22 +145,6 @@ def _autocast_dtype(amp: str | None, device: torch.device) -> torch.dtype | None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def recorded_run(checkpoint: str | Path) -> dict[str, Any]:
-    """The run settings a checkpoint of this package records (``args``), read without its
-    weights; empty for a file that records none."""
-    from imdlbenco_maskclip.compat import allow_namespace_checkpoints
-
-    allow_namespace_checkpoints()
-    try:
-        payload = torch.load(Path(checkpoint).expanduser(), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001  (load_model reports unreadable files; here the settings are optional)
-        return {}
-    args = payload.get("args") if isinstance(payload, dict) else None
-    if args is None:
-        return {}
-    return dict(args) if isinstance(args, dict) else dict(vars(args))
-
-
 class Predictor:
     """A model in eval mode with the image size and resizing it was trained with::
 
@@ -205,13 +189,14 @@ class Predictor:
         ``amp``: auto (bf16/fp16 on a GPU, off on CPU), off, bf16 or fp16; ``max_pixels``: larger
         images are refused (default: Pillow's ``MAX_IMAGE_PIXELS``)."""
         from imdlbenco_maskclip.distributed import resolve_device
-        from imdlbenco_maskclip.loading import load_model
+        from imdlbenco_maskclip.loading import build_from_checkpoint, read_checkpoint
 
-        run = recorded_run(path)
+        stored = read_checkpoint(path)
+        run = stored.run_args
         size = image_size or run.get("image_size") or DEFAULT_IMAGE_SIZE
         pad = bool(run.get("if_padding")) if padding is None else padding
         target = resolve_device(device) if isinstance(device, str) else device
-        model = load_model(path, target, model_name, **model_options)
+        model = build_from_checkpoint(stored, model_name, **model_options).to(target)
         return cls(model, size, pad, target, amp, max_pixels)
 
     def predict(self, image: ImageInput) -> Prediction:

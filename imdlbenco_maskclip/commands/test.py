@@ -44,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from imdlbenco_maskclip import checkpoints, distributed, model_builder, protocol, reporting
+    from imdlbenco_maskclip import distributed, model_builder, protocol, reporting
     from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 
     runtime = distributed.start(values["device"])
     try:
-        model, name = model_builder.from_checkpoint(
+        model, name, recorded = model_builder.from_checkpoint(
             values["checkpoint"], values["model"], config.model_args, args.model_flags, values["image_size"]
         )
         model.to(runtime.device)
@@ -63,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     if not runtime.is_main:
         return 0
     output_dir = Path(values["output_dir"] or Path(values["checkpoint"]).expanduser().parent)
-    recorded = checkpoints.metadata(values["checkpoint"])
     selected_on = recorded.get("selected_on")
     notes = selection_warnings(recorded.get("selection_data"), values["test_data_path"], [r.split for r in result.rows])
     for note in notes:
