@@ -87,7 +87,11 @@ class RowReader:
         if capacity < 1:
             raise ValueError(f"a row-group cache holds at least one group, not {capacity}")
         self.capacity = capacity
-        while len(self._groups) > capacity:
+        self._evict()
+
+    def _evict(self) -> None:
+        """Drop the first opened row groups beyond ``capacity``."""
+        while len(self._groups) > self.capacity:
             self._groups.popitem(last=False)
 
     def close(self) -> None:
@@ -103,8 +107,7 @@ class RowReader:
         columns = self._groups.get((shard, group))
         if columns is None:
             columns = self._groups[(shard, group)] = {}
-            while len(self._groups) > self.capacity:
-                self._groups.popitem(last=False)
+            self._evict()
         wanted = ["image"] + (["mask"] if with_mask else [])
         missing = [c for c in wanted if c not in columns]
         if missing:

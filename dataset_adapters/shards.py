@@ -266,7 +266,7 @@ class ShardIndex:
                 raise OpenSDIError(f"{shard.path}: column key has {key.null_count} null value(s)")
             shard_ids.append(np.full(table.num_rows, number, dtype=np.int16))
             rows.append(np.arange(table.num_rows, dtype=np.int32))
-            labels.append(label.astype(np.int8))
+            labels.append(label)
             masks.append(has_mask)
             keys.append(key.cast(pa.large_string()))
         return cls(
