@@ -3,8 +3,8 @@
 What Benco's ``train.py`` lacks and this adds: one CPU process, one GPU or torchrun with NCCL
 or gloo; atomic checkpoints every epoch (``checkpoint-last.pth``); ``checkpoint-best.pth``
 (weights only) chosen by pixel F1 (computed by ``protocol``, as ``benco test`` computes it) on
-a validation set held out from the training data, or on the test data as the paper did (``--select_on test``), recorded in the checkpoint as
-``selected_on``; ``--resume`` that replays the same batches and augmentations (each epoch
+a validation set held out from the training data, or on the test data as the paper did
+(``--select_on test``), recorded in the checkpoint as ``selected_on``; ``--resume`` that replays the same batches and augmentations (each epoch
 reseeds from the run seed and the epoch number; see ``reproducibility``); ``--amp`` in the
 dtype asked for, with loss scaling for fp16 only; a global batch set by gradient accumulation;
 a stop with one message in every process when the loss stops being finite; and a quiet
