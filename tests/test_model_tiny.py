@@ -336,3 +336,29 @@ def test_state_dict_leaves_out_pretrained_clip_and_benco_checkpoints_round_trip(
     misc.load_model(argparse.Namespace(resume=str(checkpoint), eval=False), restored, restored_optimizer, misc.NativeScalerWithGradNormCount())
     assert all(torch.equal(v, restored.state_dict()[k]) for k, v in model.state_dict().items())
     assert restored_optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+
+
+def test_load_model_rebuilds_a_left_out_clip_from_its_recorded_source(tmp_path):
+    """This package's checkpoints leave out a CLIP that came from a source; ``load_model``
+    rebuilds it from the recorded file, or from one passed as ``clip_pretrained``."""
+    from imdlbenco_maskclip import checkpoints, load_model
+
+    torch.manual_seed(3)
+    source = MaskCLIP("tiny")
+    clip_file = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save(source.clip.model.state_dict(), clip_file)
+    model = build_maskclip("tiny", clip_pretrained=str(clip_file))
+    path = tmp_path / "checkpoint.pth"
+    options = {"setting": "tiny", "clip_pretrained": str(clip_file)}
+    checkpoints.save_atomic({"model": model.state_dict(), "model_name": "MaskCLIP", "model_args": options, "epoch": 0}, path)
+    assert not any(k.startswith("clip.") for k in torch.load(path, weights_only=True)["model"])
+
+    loaded = load_model(path)
+    assert loaded.clip_source == str(clip_file) and not loaded.training
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, source.clip.model.state_dict()[k]) for k, v in loaded.clip.model.state_dict().items())
+
+    moved = clip_file.rename(tmp_path / "elsewhere.bin")
+    with pytest.raises(ValueError, match="clip_pretrained: .*neither a file"):
+        load_model(path)
+    assert load_model(path, clip_pretrained=str(moved)).clip_source == str(moved)

@@ -132,3 +132,16 @@ def test_nan_loss_stops_with_the_step(shards, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "the loss became" in err and "at epoch 0, step " in err and "No checkpoint was written before this" in err
+
+
+def test_validation_scores_what_benco_test_scores(shards, tmp_path):
+    """The pixel F1 that chooses checkpoint-best.pth is the protocol's own figure: one epoch,
+    validated on the test split, equals ``benco test`` of the weights after that epoch."""
+    run = tmp_path / "run"
+    assert cli.main(train_args(shards, run, "--epochs", "1", *TINY)) == 0
+    chosen_on = read_log(run)[0]["val_mean_pixel_f1"]
+    assert cli.main(["test", "--checkpoint", str(run / "checkpoint-last.pth"), "--test_data_path", str(shards / "test"),
+                     "--generators", "sd15", "--image_size", str(SIZE), "--device", "cpu", "--num_workers", "0",
+                     "--output_dir", str(tmp_path / "results")]) == 0
+    tested = json.loads((tmp_path / "results" / "opensdi_results.json").read_text())["mean"]["pixel_f1"]
+    assert chosen_on == pytest.approx(tested, abs=1e-6)
