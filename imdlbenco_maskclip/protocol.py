@@ -38,13 +38,15 @@ class Metric:
     """One figure of the protocol table: its key (records, JSON, CSV), its column title, the
     Benco evaluator (a class in ``IMDLBenCo.evaluation``) and the images it is computed over:
     ``PARTIAL_FAKES``, per image at threshold 0.5 and averaged, or ``ALL_IMAGES``, once over
-    the split's fake probabilities."""
+    the split's fake probabilities. ``paper``: where the paper's leaderboard holds the same
+    figure, as ``(table, key)`` of ``resources/opensdi_leaderboard.json`` (None: not reported)."""
 
     name: str
     title: str
     evaluator: str
     population: str
     higher_is_better: bool = True
+    paper: tuple[str, str] | None = None
 
     def benco_evaluator(self) -> Any:
         import IMDLBenCo.evaluation
@@ -53,12 +55,12 @@ class Metric:
 
 
 METRICS = (
-    Metric("pixel_f1", "pixel F1", "PixelF1", PARTIAL_FAKES),
-    Metric("pixel_iou", "pixel IoU", "PixelIOU", PARTIAL_FAKES),
+    Metric("pixel_f1", "pixel F1", "PixelF1", PARTIAL_FAKES, paper=("localization", "f1")),
+    Metric("pixel_iou", "pixel IoU", "PixelIOU", PARTIAL_FAKES, paper=("localization", "iou")),
     Metric("pixel_auc", "pixel AUC", "PixelAUC", PARTIAL_FAKES),
     Metric("pixel_acc", "pixel acc", "PixelAccuracy", PARTIAL_FAKES),
-    Metric("image_f1", "image F1", "ImageF1", ALL_IMAGES),
-    Metric("image_acc", "image acc", "ImageAccuracy", ALL_IMAGES),
+    Metric("image_f1", "image F1", "ImageF1", ALL_IMAGES, paper=("detection", "f1")),
+    Metric("image_acc", "image acc", "ImageAccuracy", ALL_IMAGES, paper=("detection", "acc")),
     Metric("image_auc", "image AUC", "ImageAUC", ALL_IMAGES),
 )
 COUNTS = ("n_pixel", "n_images", "n_real", "n_fake")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from imdlbenco_maskclip.atomic import write_text
-from imdlbenco_maskclip.protocol import ProtocolResult, image_metrics, pixel_metrics
+from imdlbenco_maskclip.protocol import Metric, ProtocolResult, image_metrics, pixel_metrics
 
 LEADERBOARD = Path(__file__).resolve().parent / "resources" / "opensdi_leaderboard.json"
 
@@ -61,6 +61,21 @@ def result_table(result: ProtocolResult) -> str:
 @lru_cache(maxsize=1)
 def leaderboard() -> dict[str, Any]:
     return json.loads(LEADERBOARD.read_text(encoding="utf-8"))
+
+
+def paper_rows() -> list[str]:
+    """The models the paper reports, localization rows first, in the leaderboard's order."""
+    board = leaderboard()
+    return list(dict.fromkeys([*board["localization"]["rows"], *board["detection"]["rows"]]))
+
+
+def paper_value(model: str, split: str, metric: Metric) -> float | None:
+    """The paper's figure for ``metric`` of ``model`` (a paper row name) on ``split`` (a
+    generator or ``mean``); None where the paper does not report it."""
+    if metric.paper is None:
+        return None
+    table, key = metric.paper
+    return leaderboard()[table]["rows"].get(model, {}).get(split, {}).get(key)
 
 
 def paper_comparison(result: ProtocolResult, model_name: str) -> str:
