@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from dataset_adapters.vocabulary import KNOWN_GENERATORS
-from imdlbenco_maskclip import inference, pictures, protocol, reporting, training
+from imdlbenco_maskclip import inference, pictures, protocol, report, reporting, training
 from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 from imdlbenco_maskclip.distributed import Runtime
 from imdlbenco_maskclip.model_builder import build_model, from_checkpoint
@@ -35,6 +35,7 @@ class DemoResult:
     trained: protocol.ProtocolResult
     output_dir: Path
     picture: Path
+    report: Path
     checkpoint: Path
     log: Path
 
@@ -134,8 +135,20 @@ def _run(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtime, o
     with _phase("Scoring the trained model", log, runtime):
         trained = protocol.evaluate(trained_model, tests, runtime, values["test_batch_size"])
 
-    reporting.write_results(trained, output_dir / "results", values["model"], str(result.last_checkpoint), compare=False)
+    results_dir = output_dir / "results"
+    reporting.write_results(trained, results_dir, values["model"], str(result.last_checkpoint), compare=False)
+    examples = report.render_examples(trained_model, tests, report.choose_examples(trained.records), runtime.device)
+    facts = {
+        "model": values["model"],
+        "model options": ", ".join(f"{k}={v}" for k, v in sorted(model_args.items())) or "-",
+        "checkpoint": result.last_checkpoint,
+        "trained on": f"{train_root}, {values['epochs']} epochs (benco demo)",
+        "test data": test_root,
+        "image size": values["image_size"],
+        **report.run_facts(trained, runtime.device, "off"),
+    }
+    report_path = report.write_report(results_dir, trained.records, examples, facts)
     rows, labels = _examples([untrained_model, trained_model], tests, per_split=2)
     picture = output_dir / "pictures" / "held_out_partial_fakes.png"
     pictures.save_png(pictures.grid(rows, ["image", "truth", "untrained", "trained"], labels), picture)
-    return DemoResult(untrained, trained, output_dir, picture, result.last_checkpoint, log_path)
+    return DemoResult(untrained, trained, output_dir, picture, report_path, result.last_checkpoint, log_path)

@@ -64,6 +64,14 @@ METRICS = (
     Metric("image_auc", "image AUC", "ImageAUC", ALL_IMAGES),
 )
 COUNTS = ("n_pixel", "n_images", "n_real", "n_fake")
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""Where each fake's pixel F1 is also computed (0.05 to 0.95), for the F1-against-threshold
+curve of the report; 0.5 is among them, so the curve passes through the table's figure."""
+
+
+def metric_named(name: str) -> Metric:
+    """The entry of ``METRICS`` called ``name``."""
+    return next(m for m in METRICS if m.name == name)
 
 
 def pixel_metrics() -> tuple[Metric, ...]:
@@ -78,17 +86,21 @@ def image_metrics() -> tuple[Metric, ...]:
 
 @dataclass
 class ImageRecord:
-    """One test image's outcome. ``masked_fake``: fake with a mask that is not white
-    everywhere; ``partial``: counted for localization (see ``mark_partial_fakes``); ``pixel``:
-    each pixel metric's value for a fake image (None where it is not finite)."""
+    """One test image's outcome. ``index``: its position in the split's dataset;
+    ``masked_fake``: fake with a mask that is not white everywhere; ``partial``: counted for
+    localization (see ``mark_partial_fakes``); ``pixel``: each pixel metric's value for a fake
+    image (None where it is not finite); ``f1_by_threshold``: a fake's pixel F1 at each of
+    ``THRESHOLDS`` (empty for real images and models without a mask)."""
 
     split: str
+    index: int
     name: str
     label: int
     masked_fake: bool
     partial: bool
     pred_label: float | None
     pixel: dict[str, float | None] = field(default_factory=dict)
+    f1_by_threshold: tuple[float | None, ...] = ()
 
 
 @dataclass
@@ -150,13 +162,14 @@ def _finite(value: float) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _batch_records(split: str, batch: dict, output: dict) -> list[ImageRecord]:
+def _batch_records(split: str, indices: Sequence[int], batch: dict, output: dict) -> list[ImageRecord]:
     mask = batch["mask"].float().cpu()
     label = torch.as_tensor(batch["label"]).flatten().cpu()
     shape_mask = None if batch.get("shape_mask") is None else batch["shape_mask"].float().cpu()
     masked = masked_fakes(mask, label, shape_mask)
     fake = label == 1
     pixel: list[dict[str, float | None]] = [{} for _ in range(len(label))]
+    curves: list[tuple[float | None, ...]] = [() for _ in range(len(label))]
     pred_mask = output.get("pred_mask")
     if pred_mask is not None and bool(fake.any()):
         sel = fake.nonzero().flatten()
@@ -166,10 +179,16 @@ def _batch_records(split: str, batch: dict, output: dict) -> list[ImageRecord]:
             values = metric.benco_evaluator()(threshold=0.5).batch_update(pm, gt, sm)
             for j, i in enumerate(sel.tolist()):
                 pixel[i][metric.name] = _finite(float(values[j]))
+        f1 = metric_named("pixel_f1").benco_evaluator()
+        by_threshold = [f1(threshold=t).batch_update(pm, gt, sm) for t in THRESHOLDS]
+        for j, i in enumerate(sel.tolist()):
+            curves[i] = tuple(_finite(float(values[j])) for values in by_threshold)
     pred_label = output.get("pred_label")
     probabilities = [None] * len(label) if pred_label is None else pred_label.detach().float().flatten().cpu().tolist()
     return [
-        ImageRecord(split, str(batch["name"][i]), int(label[i]), bool(masked[i]), False, probabilities[i], pixel[i])
+        ImageRecord(
+            split, indices[i], str(batch["name"][i]), int(label[i]), bool(masked[i]), False, probabilities[i], pixel[i], curves[i]
+        )
         for i in range(len(label))
     ]
 
@@ -186,7 +205,8 @@ def run_split(
 ) -> list[ImageRecord]:
     """Predict every image of one split (this rank's share of it) and record the outcome;
     ``progress`` shows a bar on the main process."""
-    share = Subset(dataset, range(runtime.rank, len(dataset), runtime.world_size)) if runtime.distributed else dataset
+    indices = range(runtime.rank, len(dataset), runtime.world_size) if runtime.distributed else range(len(dataset))
+    share = Subset(dataset, indices) if runtime.distributed else dataset
     loader = DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
     amp = (
         torch.autocast(device_type=runtime.device.type, dtype=autocast)
@@ -197,7 +217,9 @@ def run_split(
     with amp:
         for batch in tqdm(loader, desc=f"test {split}", unit="batch", disable=not (progress and runtime.is_main)):
             batch = {k: v.to(runtime.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            records.extend(_batch_records(split, batch, inference.forward(model, batch)))
+            done = len(records)
+            batch_indices = indices[done:done + len(batch["name"])]
+            records.extend(_batch_records(split, batch_indices, batch, inference.forward(model, batch)))
     return records
 
 

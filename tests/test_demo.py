@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from imdlbenco_maskclip import cli
+from report_browser import read_report
 
 
 def test_demo_learns_on_the_embedded_sample(tmp_path, capsys):
@@ -29,3 +30,10 @@ def test_demo_learns_on_the_embedded_sample(tmp_path, capsys):
     assert results["splits"][0]["pixel_f1"] > results["splits"][-1]["pixel_f1"]  # sd15 transfers best to itself
     assert (output / "pictures" / "held_out_partial_fakes.png").stat().st_size > 10_000
     assert results["mean"]["image_acc"] > 0.6  # the untrained detection head says 0.5
+
+    shown = read_report(output / "results" / "opensdi_report.html")  # the trained model's report, in Chromium
+    assert f"Report (open in a browser): {output / 'results' / 'opensdi_report.html'}" in printed
+    mean = shown["tables"]["results"][-1]
+    assert mean[0] == "mean" and mean[1] == results["mean"]["pixel_f1"]
+    assert {"bars", "roc", "thresholds"} <= set(shown["figures"]) and all(i["width"] > 0 for i in shown["images"])
+    assert len(shown["examples"]) == 2 * len(results["splits"])  # best and worst partial fakes of each generator

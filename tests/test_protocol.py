@@ -122,7 +122,7 @@ def test_masked_fakes_excludes_reals_and_whole_fakes():
 
 
 def record(name: str, label: int, masked_fake: bool) -> protocol.ImageRecord:
-    return protocol.ImageRecord("sd15", name, label, masked_fake, False, None, {"pixel_f1": 0.5, "pixel_iou": 0.4} if label else {})
+    return protocol.ImageRecord("sd15", 0, name, label, masked_fake, False, None, {"pixel_f1": 0.5, "pixel_iou": 0.4} if label else {})
 
 
 def test_localization_counts_the_keys_the_published_test_counts():

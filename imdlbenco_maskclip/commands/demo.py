@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     before, after = result.untrained.mean.pixel_f1, result.trained.mean.pixel_f1
     print(f"\nMean pixel F1 on held-out partial fakes: untrained {before:.4f} -> trained {after:.4f}")
     print(f"Pictures: {result.picture}")
+    print(f"Report (open in a browser): {result.report}")
     print(f"Tables: {result.output_dir / 'results'}; checkpoint: {result.checkpoint}")
     print(f"Full log: {result.log}")
     return 0

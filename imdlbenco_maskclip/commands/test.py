@@ -22,7 +22,9 @@ OPTIONS = [
     shared.PADDING,
     Option("test_batch_size", parse_size, 16, "images per step", metavar="N"),
     Option("amp", str, "off", "autocast on CUDA for speed: bf16, fp16 or off", choices=("bf16", "fp16", "off")),
-    Option("compare_paper", None, False, "print the paper's rows beside ours", flag=True),
+    Option("compare_paper", None, False, "print the paper's rows beside ours (and draw them in the report)", flag=True),
+    Option("audit", str, None, "a 'benco opensdi audit' result (audit.json or its folder) for the report; "
+           "default: one beside the test data", metavar="PATH"),
     shared.DEVICE,
     shared.NUM_WORKERS,
     Option("output_dir", str, None, "where the tables go (default: the checkpoint's folder)", metavar="DIR"),
@@ -44,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from imdlbenco_maskclip import distributed, model_builder, protocol, reporting
+    from imdlbenco_maskclip import distributed, model_builder, protocol, report, reporting
     from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 
+    audit = report.find_audit(values["test_data_path"], values["audit"])
     runtime = distributed.start(values["device"])
     try:
         model, name, recorded = model_builder.from_checkpoint(
@@ -58,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
         )
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(values["amp"]) if runtime.device.type == "cuda" else None
         result = protocol.evaluate(model, datasets, runtime, values["test_batch_size"], values["num_workers"], amp)
+        examples = (
+            report.render_examples(model, datasets, report.choose_examples(result.records), runtime.device)
+            if runtime.is_main else []
+        )
     finally:
         distributed.stop(runtime)
     if not runtime.is_main:
@@ -74,6 +81,16 @@ def run(args: argparse.Namespace) -> int:
     written = reporting.write_results(
         result, output_dir, name, str(values["checkpoint"]), bool(values["compare_paper"]), selected_on, notes
     )
+    facts = {
+        "model": name,
+        "model options": ", ".join(f"{k}={v}" for k, v in sorted({**recorded.get("model_args", {}), **config.model_args}.items())) or "-",
+        "checkpoint": values["checkpoint"],
+        "selected on": selected_on or "not recorded in the checkpoint",
+        "test data": " ".join(values["test_data_path"]),
+        "image size": values["image_size"],
+        **report.run_facts(result, runtime.device, values["amp"]),
+    }
+    written.append(report.write_report(output_dir, result.records, examples, facts, audit, notes))
     print("\nWrote " + ", ".join(str(p) for p in written))
     return 0
 

@@ -1,0 +1,105 @@
+"""``opensdi_report.html`` as written by ``benco test``, read back in a real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from imdlbenco_maskclip import cli, protocol, report, reporting
+from imdlbenco_maskclip.errors import UserError
+from report_browser import read_report
+from conftest import TINY_IMAGE_SIZE
+
+
+@pytest.fixture(scope="module")
+def tested(tiny_checkpoint, opensdi_root, tmp_path_factory):
+    """``benco test --compare-paper`` of the tiny checkpoint on the synthetic shards."""
+    output = tmp_path_factory.mktemp("report")
+    assert cli.main([
+        "test", "--checkpoint", str(tiny_checkpoint), "--test_data_path", str(opensdi_root), "--image_size", str(TINY_IMAGE_SIZE),
+        "--test_batch_size", "8", "--num_workers", "0", "--device", "cpu", "--compare-paper", "--output_dir", str(output),
+    ]) == 0
+    return output
+
+
+@pytest.fixture(scope="module")
+def shown(tested):
+    return read_report(tested / "opensdi_report.html")
+
+
+def close(a: float | None, b: float | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12))
+
+
+def test_report_is_self_contained_and_every_picture_loads(shown):
+    assert all(url.startswith(("file:", "data:")) for url in shown["requests"]), shown["requests"]
+    assert shown["images"] and all(image["width"] > 0 and image["src"].startswith("data:image/") for image in shown["images"])
+    assert {"bars", "roc", "thresholds"} <= set(shown["figures"])
+
+
+def test_report_table_matches_the_json(tested, shown):
+    results = json.loads((tested / "opensdi_results.json").read_text())
+    keys = [key for key, _ in reporting.columns()]
+    rows = shown["tables"]["results"]
+    assert [row[0] for row in rows] == [*(s["split"] for s in results["splits"]), "mean"]
+    for row, expected in zip(rows, [*results["splits"], results["mean"]]):
+        for key, value in zip(keys[1:], row[1:]):
+            assert close(value if value != "-" else None, expected[key]), (expected["split"], key)
+
+
+def test_report_states_the_run(tested, shown, tiny_checkpoint):
+    facts = shown["facts"]
+    assert facts["model"] == "MaskCLIP" and facts["checkpoint"] == str(tiny_checkpoint)
+    assert facts["selected on"] == "not recorded in the checkpoint" and "setting=tiny" in facts["model options"]
+    results = json.loads((tested / "opensdi_results.json").read_text())
+    assert facts["images"].startswith(f"{results['mean']['n_images']} ({results['mean']['n_real']} real")
+    assert facts["generators"] == ", ".join(s["split"] for s in results["splits"])
+
+
+def test_report_shows_the_papers_rows(shown):
+    paper = {row[0]: row[1:] for row in shown["tables"]["paper"]}
+    board = reporting.leaderboard()
+    first = [m for m in protocol.METRICS if m.paper is not None][0]
+    assert paper["MaskCLIP (paper)"][0] == board[first.paper[0]]["rows"]["MaskCLIP"]["sd15"][first.paper[1]]
+    assert len(paper) == 1 + len(reporting.paper_rows())
+
+
+def test_examples_are_the_best_and_worst_partial_fakes(tested, shown):
+    """Per generator the highest and lowest pixel F1 of per_image.csv, best first, worst first."""
+    with open(tested / "per_image.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["partial_fake"] == "1" and r["pixel_f1"]]
+    for split in dict.fromkeys(r["split"] for r in rows):
+        scores = sorted((float(r["pixel_f1"]) for r in rows if r["split"] == split), reverse=True)
+        best, worst = shown["examples"][f"examples-{split}-best"], shown["examples"][f"examples-{split}-worst"]
+        n_best = min(report.EXAMPLES_PER_SIDE, (len(scores) + 1) // 2)
+        assert best == pytest.approx(scores[:n_best])
+        assert worst == pytest.approx(scores[n_best:][-report.EXAMPLES_PER_SIDE:][::-1])
+    assert sum(1 for image in shown["images"] if image["alt"] == "overlay") == sum(len(v) for v in shown["examples"].values())
+
+
+def test_threshold_curve_passes_through_the_tables_pixel_f1(tested, shown):
+    results = json.loads((tested / "opensdi_results.json").read_text())
+    at_half = {row[0]: row[1] for row in shown["tables"]["best-thresholds"]}
+    for split in results["splits"]:
+        assert at_half[split["split"]] == pytest.approx(split["pixel_f1"], abs=1e-9)
+    for split, _, threshold, best in shown["tables"]["best-thresholds"]:
+        assert threshold in protocol.THRESHOLDS and best >= at_half[split] - 1e-12
+
+
+def test_choose_examples_ranks_by_pixel_f1_and_keeps_sides_apart():
+    def fake(i: int, f1: float | None) -> protocol.ImageRecord:
+        return protocol.ImageRecord("sd15", i, f"partial/sd15/fake/{i}.png", 1, True, True, 0.9, {"pixel_f1": f1})
+
+    records = [fake(i, f1) for i, f1 in enumerate([0.3, 0.9, None, 0.1, 0.5])]
+    records.append(protocol.ImageRecord("sd15", 9, "partial/sd15/real/9.png", 0, False, False, 0.1, {}))
+    chosen = report.choose_examples(records, per_side=4)["sd15"]
+    assert [r.index for r in chosen["best"]] == [1, 4]
+    assert [r.index for r in chosen["worst"]] == [3, 0]
+
+
+def test_audit_flag_names_a_missing_file(tmp_path):
+    with pytest.raises(UserError, match="--audit: no audit.json"):
+        report.find_audit([], str(tmp_path))
