@@ -1,4 +1,5 @@
-"""The ``benco`` command: IMDLBenCo's own CLI plus ``opensdi``, ``train``, ``test``, ``predict``, ``serve``, ``demo``.
+"""The ``benco`` command: IMDLBenCo's own CLI plus ``opensdi``, ``train``, ``test``, ``compare``, ``predict``,
+``serve``, ``demo``.
 
 ``init``, ``env`` and ``-v`` go to IMDLBenCo's CLI unchanged, so installing this package after
 imdlbenco leaves ``benco init`` working exactly as before. Each command of ours lives in
@@ -20,6 +21,7 @@ from imdlbenco_maskclip.errors import UserError
 COMMANDS = {
     "train": "train a registered model (MaskCLIP or a Benco baseline) on OpenSDI shards or Benco data",
     "test": "run the OpenSDI protocol on a checkpoint and write the results table",
+    "compare": "several runs' protocol tables side by side: Markdown, CSV, JSON and an HTML page with charts",
     "predict": "write masks, overlays and fake probabilities for images, folders or shards",
     "serve": "a local web page: drop an image, see the checkpoint's mask and fake probability",
     "demo": "train the tiny MaskCLIP on the embedded synthetic sample on CPU, then test it",

@@ -22,8 +22,8 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "argv, status",
     [(["--help"], 0), (["train", "--help"], 0), (["test", "--help"], 0), (["predict", "--help"], 0),
-     (["opensdi", "--help"], 0), (["predict", "x.png", "--no-such-flag", "1"], 2), (["train", "--epochs", "many"], 2),
-     (["test"], 2), (["predict", "x.png"], 2), (["train", "--model", "MaskCLIP"], 2)],
+     (["opensdi", "--help"], 0), (["compare", "--help"], 0), (["predict", "x.png", "--no-such-flag", "1"], 2),
+     (["train", "--epochs", "many"], 2), (["test"], 2), (["compare"], 2), (["predict", "x.png"], 2), (["train", "--model", "MaskCLIP"], 2)],
 )
 def test_help_and_argument_errors_import_nothing_heavy(argv, status):
     code = (
