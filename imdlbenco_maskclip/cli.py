@@ -25,7 +25,7 @@ COMMANDS = {
     "predict": "write masks, overlays and fake probabilities for images, folders or shards",
     "serve": "a local web page: drop an image, see the checkpoint's mask and fake probability",
     "demo": "train the tiny MaskCLIP on the embedded synthetic sample on CPU, then test it",
-    "opensdi": "inspect OpenSDI parquet shards or export them to Benco's Tp/Gt folders or JSON list",
+    "opensdi": "inspect OpenSDI parquet shards, audit their metadata, or export them to Benco's Tp/Gt folders or JSON list",
 }
 BENCO_COMMANDS = {
     "init": "IMDLBenCo: initialize the scripts and configs in a directory",
