@@ -12,6 +12,7 @@ opens from disk with no network.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -359,22 +360,23 @@ def _perturbation_section(perturbations: Mapping[str, Any], metrics: Sequence[Me
 def _audit_section(audit: Path | None) -> str:
     if audit is None:
         return ""
-    data = json.loads(audit.read_text(encoding="utf-8"))
+    from dataset_adapters.audit import load_audit
+
+    data = load_audit(audit)
     rows = [
-        [generator, entry["counts"].get("real"), entry["counts"].get("fake"), entry.get("accuracy"), entry.get("accuracy_std")]
+        [generator, entry["counts"].get("real"), entry["counts"].get("fake"), entry.get("majority"),
+         entry.get("accuracy"), entry.get("accuracy_std")]
         for generator, entry in data["generators"].items()
     ]
+    header = ["generator", "real", "fake", "majority class", "metadata-only accuracy", "std over folds"]
     text = (
         f"<h2>Shortcut audit</h2><p>From {html_page.escape(audit)}: the cross-validated accuracy of a real/fake "
-        f"detector that reads only file metadata ({html_page.escape(', '.join(data.get('features', [])))}). "
-        "Near 1.0, image size or format alone separates the classes, and detection scores on that data measure "
-        "the shortcut as much as the generator.</p>"
-        + html_page.table_html(["generator", "real", "fake", "metadata-only accuracy", "std over folds"], rows, "audit")
+        f"detector that reads only file metadata ({html_page.escape(', '.join(data['features']))}). "
+        "Near the majority class share, metadata gives nothing away; near 1.0, image size or format alone "
+        "separates the classes, and detection scores on that data measure the shortcut as much as the generator.</p>"
+        + html_page.table_html(header, rows, "audit")
     )
-    picture = audit.with_suffix(".png")
-    if picture.is_file():
-        import base64
-
-        uri = "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode("ascii")
-        text += html_page.figure_html(uri, "image metadata per generator and label", "audit-figure")
+    if data.get("figure"):
+        uri = "data:image/png;base64," + base64.b64encode(Path(data["figure"]).read_bytes()).decode("ascii")
+        text += html_page.figure_html(uri, "image width and height per generator and label", "audit-figure")
     return text

@@ -98,6 +98,12 @@ def test_command_writes_json_and_figure_and_prints_a_line_per_generator(shortcut
     assert loaded["generators"] == stored["generators"] and loaded["figure"] == str((out / "audit.png").resolve())
 
 
+def test_audit_lands_beside_the_data_by_default(shortcut_source, capsys):
+    """Without --output_dir a folder source gets the audit, where benco test's report finds it."""
+    assert cli.main(["opensdi", "audit", str(shortcut_source)]) == 0
+    assert f"wrote {shortcut_source / 'audit.json'} and {shortcut_source / 'audit.png'}" in capsys.readouterr().out
+
+
 def test_generators_flag_and_too_few_images(tmp_path, shortcut_source):
     (only,) = audit_opensdi(shortcut_source, generators=["sd35"]).generators
     assert only.generator == "sd35"
@@ -137,4 +143,4 @@ def test_help_imports_nothing_heavy_and_names_the_default_folder():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in result.stdout, result.stdout + result.stderr
-    assert "(default: the current folder)" in " ".join(result.stdout.split())
+    assert "(default: SRC when it is one local folder" in " ".join(result.stdout.split())

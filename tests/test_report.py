@@ -16,11 +16,14 @@ from conftest import TINY_IMAGE_SIZE
 
 @pytest.fixture(scope="module")
 def tested(tiny_checkpoint, opensdi_root, tmp_path_factory):
-    """``benco test --compare-paper`` of the tiny checkpoint on the synthetic shards."""
+    """``benco test --compare-paper --audit`` of the tiny checkpoint on the synthetic shards,
+    after ``benco opensdi audit`` of them."""
     output = tmp_path_factory.mktemp("report")
+    assert cli.main(["opensdi", "audit", str(opensdi_root), "--output_dir", str(output / "audit")]) == 0
     assert cli.main([
         "test", "--checkpoint", str(tiny_checkpoint), "--test_data_path", str(opensdi_root), "--image_size", str(TINY_IMAGE_SIZE),
         "--test_batch_size", "8", "--num_workers", "0", "--device", "cpu", "--compare-paper", "--output_dir", str(output),
+        "--audit", str(output / "audit"),
     ]) == 0
     return output
 
@@ -37,7 +40,7 @@ def close(a: float | None, b: float | None) -> bool:
 def test_report_is_self_contained_and_every_picture_loads(shown):
     assert all(url.startswith(("file:", "data:")) for url in shown["requests"]), shown["requests"]
     assert shown["images"] and all(image["width"] > 0 and image["src"].startswith("data:image/") for image in shown["images"])
-    assert {"bars", "roc", "thresholds"} <= set(shown["figures"])
+    assert {"bars", "roc", "thresholds", "audit-figure"} <= set(shown["figures"])
 
 
 def test_report_table_matches_the_json(tested, shown):
@@ -98,6 +101,23 @@ def test_choose_examples_ranks_by_pixel_f1_and_keeps_sides_apart():
     chosen = report.choose_examples(records, per_side=4)["sd15"]
     assert [r.index for r in chosen["best"]] == [1, 4]
     assert [r.index for r in chosen["worst"]] == [3, 0]
+
+
+def test_report_shows_the_audit(tested, shown):
+    audit = json.loads((tested / "audit" / "audit.json").read_text())
+    rows = {row[0]: row[1:] for row in shown["tables"]["audit"]}
+    assert list(rows) == list(audit["generators"])
+    for generator, entry in audit["generators"].items():
+        assert rows[generator] == [entry["counts"]["real"], entry["counts"]["fake"], entry["majority"],
+                                   entry["accuracy"], entry["accuracy_std"]]
+
+
+def test_an_audit_beside_the_data_is_found(tested, tmp_path):
+    data = tmp_path / "OpenSDI_test"
+    (data / "data").mkdir(parents=True)
+    (data / "audit.json").write_text((tested / "audit" / "audit.json").read_text())
+    assert report.find_audit([f"test={data}"], None) == data / "audit.json"
+    assert report.find_audit([str(data / "data" / "sd15-00000-of-00001.parquet")], None) is None
 
 
 def test_audit_flag_names_a_missing_file(tmp_path):

@@ -50,8 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     audit.add_argument("source", nargs="+", metavar="SRC", help=SOURCE_HELP)
     audit.add_argument("--generators", nargs="+", metavar="GEN", help=GENERATOR_HELP)
-    audit.add_argument("--output_dir", default=".", metavar="DIR",
-                       help="folder for audit.json and audit.png (default: the current folder)")
+    audit.add_argument("--output_dir", metavar="DIR",
+                       help="folder for audit.json and audit.png (default: SRC when it is one local folder, "
+                       "where 'benco test' finds the audit and shows it in its report; else the current folder)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
         from dataset_adapters.audit import FIGURE_NAME, audit_opensdi
         from dataset_adapters.errors import OpenSDIError
 
-        if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-            raise OpenSDIError(f"--output_dir {args.output_dir} is a file, not a folder")
+        output_dir = args.output_dir or (source if isinstance(source, str) and os.path.isdir(source) else ".")
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise OpenSDIError(f"--output_dir {output_dir} is a file, not a folder")
         result = audit_opensdi(source, args.generators)
         print(result.format())
-        written = result.write(args.output_dir)
+        written = result.write(output_dir)
         print(f"wrote {written} and {written.with_name(FIGURE_NAME)}")
         return 0
     from dataset_adapters.export import export_opensdi
