@@ -7,7 +7,7 @@ import io
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from imdlbenco_maskclip.atomic import write_text
 from imdlbenco_maskclip.protocol import Metric, ProtocolResult, image_metrics, pixel_metrics
@@ -58,6 +58,17 @@ def result_table(result: ProtocolResult) -> str:
     return markdown_table([title for _, title in table], rows)
 
 
+def perturbation_table(clean: ProtocolResult, perturbations: Mapping[str, ProtocolResult]) -> str:
+    """The mean row of the clean run (``none``) and of each perturbation level, one line each,
+    so that a metric's fall with the level reads down a column."""
+    table = columns()[1:]
+    rows = [
+        [level, *(result.mean.as_dict()[key] for key, _ in table)]
+        for level, result in {"none": clean, **perturbations}.items()
+    ]
+    return markdown_table(["perturbation", *(title for _, title in table)], rows)
+
+
 @lru_cache(maxsize=1)
 def leaderboard() -> dict[str, Any]:
     return json.loads(LEADERBOARD.read_text(encoding="utf-8"))
@@ -105,15 +116,24 @@ def write_results(
     compare: bool,
     selected_on: str | None = None,
     notes: Sequence[str] = (),
+    perturbations: Mapping[str, ProtocolResult] | None = None,
+    perturb_seed: int | None = None,
 ) -> list[Path]:
     """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written.
     ``selected_on`` is what the checkpoint was chosen on (None: not recorded); ``notes`` are
-    warnings the Markdown repeats (e.g. that the checkpoint was chosen on a split it scores)."""
+    warnings the Markdown repeats (e.g. that the checkpoint was chosen on a split it scores).
+    ``perturbations`` (level key such as ``jpeg:50`` -> its result, from ``--perturb`` with
+    ``perturb_seed``) adds the JSON's ``perturbations``, one Markdown section per level and CSV
+    rows with a ``perturbation`` column (``none`` on the clean rows); without it the files are
+    as before. ``per_image.csv`` is the clean run's."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: output_dir / f"opensdi_results.{ext}" for ext in ("json", "md", "csv")}
     payload = {"model": model_name, "checkpoint": checkpoint, "selected_on": selected_on, **result.as_dict()}
     if compare:
         payload["paper"] = {"source": leaderboard()["source"], "name": PAPER_NAMES.get(model_name)}
+    if perturbations:
+        payload["perturb_seed"] = perturb_seed
+        payload["perturbations"] = {level: r.as_dict() for level, r in perturbations.items()}
     write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
     markdown = (
         f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`\n\n"
@@ -123,9 +143,19 @@ def write_results(
     )
     if compare:
         markdown += f"\n## Beside the paper\n\n{paper_comparison(result, model_name)}\n"
+    if perturbations:
+        markdown += (
+            "\n## Perturbations\n\nEach level perturbs the test images before the resize, masks untouched "
+            f"(noise seed {perturb_seed}). Means over the splits:\n\n{perturbation_table(result, perturbations)}\n"
+            + "".join(f"\n### {level}\n\n{result_table(r)}\n" for level, r in perturbations.items())
+        )
     write_text(paths["md"], markdown)
     buffer = io.StringIO()
     rows = [row.as_dict() for row in [*result.rows, result.mean]]
+    if perturbations:
+        rows = [{**row, "perturbation": "none"} for row in rows] + [
+            {**row.as_dict(), "perturbation": level} for level, r in perturbations.items() for row in [*r.rows, r.mean]
+        ]
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)

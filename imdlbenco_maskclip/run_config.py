@@ -154,3 +154,11 @@ def parse_rate(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError("must be a finite number >= 0")
     return value
+
+
+def parse_seed(text: str) -> int:
+    """A random seed: an integer >= 0 (numpy's seed sequences take no negative numbers)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be an integer >= 0")
+    return value

@@ -16,14 +16,14 @@ from conftest import TINY_IMAGE_SIZE
 
 @pytest.fixture(scope="module")
 def tested(tiny_checkpoint, opensdi_root, tmp_path_factory):
-    """``benco test --compare-paper --audit`` of the tiny checkpoint on the synthetic shards,
+    """``benco test --compare-paper --audit --perturb`` of the tiny checkpoint on the synthetic shards,
     after ``benco opensdi audit`` of them."""
     output = tmp_path_factory.mktemp("report")
     assert cli.main(["opensdi", "audit", str(opensdi_root), "--output_dir", str(output / "audit")]) == 0
     assert cli.main([
         "test", "--checkpoint", str(tiny_checkpoint), "--test_data_path", str(opensdi_root), "--image_size", str(TINY_IMAGE_SIZE),
         "--test_batch_size", "8", "--num_workers", "0", "--device", "cpu", "--compare-paper", "--output_dir", str(output),
-        "--audit", str(output / "audit"),
+        "--audit", str(output / "audit"), "--perturb", "jpeg:50", "blur:3,7",
     ]) == 0
     return output
 
@@ -40,7 +40,7 @@ def close(a: float | None, b: float | None) -> bool:
 def test_report_is_self_contained_and_every_picture_loads(shown):
     assert all(url.startswith(("file:", "data:")) for url in shown["requests"]), shown["requests"]
     assert shown["images"] and all(image["width"] > 0 and image["src"].startswith("data:image/") for image in shown["images"])
-    assert {"bars", "roc", "thresholds", "audit-figure"} <= set(shown["figures"])
+    assert {"bars", "roc", "thresholds", "perturbations", "audit-figure"} <= set(shown["figures"])
 
 
 def test_report_table_matches_the_json(tested, shown):
@@ -101,6 +101,16 @@ def test_choose_examples_ranks_by_pixel_f1_and_keeps_sides_apart():
     chosen = report.choose_examples(records, per_side=4)["sd15"]
     assert [r.index for r in chosen["best"]] == [1, 4]
     assert [r.index for r in chosen["worst"]] == [3, 0]
+
+
+def test_report_robustness_table_matches_the_json(tested, shown):
+    perturbations = json.loads((tested / "opensdi_results.json").read_text())["perturbations"]
+    rows = {row[0]: row[1:] for row in shown["tables"]["perturbation-table"]}
+    assert list(rows) == ["jpeg:50", "blur:3", "blur:7"] == list(perturbations)
+    shown_metrics = [m for m in protocol.METRICS if any(p["mean"][m.name] is not None for p in perturbations.values())]
+    for key, level in perturbations.items():
+        for metric, value in zip(shown_metrics, rows[key]):
+            assert close(value if value != "-" else None, level["mean"][metric.name]), (key, metric.name)
 
 
 def test_report_shows_the_audit(tested, shown):

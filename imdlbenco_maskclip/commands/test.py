@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any, Sequence
 
 from imdlbenco_maskclip.commands import shared
-from imdlbenco_maskclip.run_config import Option, parse_size
+from imdlbenco_maskclip.run_config import Option, parse_seed, parse_size
 
 OPTIONS = [
     shared.CHECKPOINT,
@@ -25,6 +26,14 @@ OPTIONS = [
     Option("compare_paper", None, False, "print the paper's rows beside ours (and draw them in the report)", flag=True),
     Option("audit", str, None, "a 'benco opensdi audit' result (audit.json or its folder) for the report; "
            "default: one beside the test data", metavar="PATH"),
+    Option(
+        "perturb", str, None,
+        "robustness levels, each scored again on the same images after the clean run: jpeg:QUALITY, blur:KERNEL (odd), "
+        "noise:STD (0-255 scale), resize:FACTOR (down and back up); several values per kind comma-separated, "
+        "e.g. jpeg:50,70 blur:3,7",
+        many=True, metavar="KIND:V[,V...]",
+    ),
+    Option("perturb_seed", parse_seed, 0, "seed of the noise perturbation (with a hash of each image's pixels)", metavar="N"),
     shared.DEVICE,
     shared.NUM_WORKERS,
     Option("output_dir", str, None, "where the tables go (default: the checkpoint's folder)", metavar="DIR"),
@@ -39,10 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from imdlbenco_maskclip import run_config
+    from imdlbenco_maskclip.perturbations import PerturbImage, parse_specs
 
     config = run_config.resolve(OPTIONS, args, args.config)
     values = config.values
     shared.require(values, "checkpoint", "test_data_path")
+    levels = parse_specs(values["perturb"] or [])
 
     import torch
 
@@ -56,15 +67,25 @@ def run(args: argparse.Namespace) -> int:
             values["checkpoint"], values["model"], config.model_args, args.model_flags, values["image_size"]
         )
         model.to(runtime.device)
-        datasets = protocol_datasets(
-            values["test_data_path"], DatasetOptions(values["image_size"], bool(values["if_padding"])), values["generators"]
-        )
+        options = DatasetOptions(values["image_size"], bool(values["if_padding"]))
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(values["amp"]) if runtime.device.type == "cuda" else None
-        result = protocol.evaluate(model, datasets, runtime, values["test_batch_size"], values["num_workers"], amp)
+
+        def score(dataset_options: DatasetOptions) -> tuple[protocol.ProtocolResult, dict]:
+            datasets = protocol_datasets(values["test_data_path"], dataset_options, values["generators"])
+            scored = protocol.evaluate(model, datasets, runtime, values["test_batch_size"], values["num_workers"], amp)
+            return scored, datasets
+
+        result, datasets = score(options)
         examples = (
             report.render_examples(model, datasets, report.choose_examples(result.records), runtime.device)
             if runtime.is_main else []
         )
+        perturbed: dict[str, protocol.ProtocolResult] = {}
+        for number, level in enumerate(levels, 1):
+            if runtime.is_main:
+                print(f"benco test: perturbation {number}/{len(levels)}: {level.key}", file=sys.stderr, flush=True)
+            transform = PerturbImage(level, values["perturb_seed"])
+            perturbed[level.key], _ = score(dataclasses.replace(options, transforms=transform))
     finally:
         distributed.stop(runtime)
     if not runtime.is_main:
@@ -78,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
     print(reporting.result_table(result))
     if values["compare_paper"]:
         print("\n" + reporting.paper_comparison(result, name))
+    if perturbed:
+        print(f"\nPerturbations (noise seed {values['perturb_seed']}), means over the splits:\n")
+        print(reporting.perturbation_table(result, perturbed))
     written = reporting.write_results(
-        result, output_dir, name, str(values["checkpoint"]), bool(values["compare_paper"]), selected_on, notes
+        result, output_dir, name, str(values["checkpoint"]), bool(values["compare_paper"]), selected_on, notes,
+        perturbed or None, values["perturb_seed"],
     )
     facts = {
         "model": name,
