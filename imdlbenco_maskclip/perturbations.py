@@ -67,14 +67,17 @@ def _resize(image: np.ndarray, factor: float, rng: np.random.Generator | None) -
 class Kind:
     """One kind of perturbation: its values (``convert`` from text, valid where ``valid`` holds,
     ``requirement`` saying which are) and what it does to an image; ``seeded`` kinds get a
-    random generator, the others ``None``."""
+    random generator, the others ``None``. ``axis`` names the value on a plot, whose axis runs
+    from mild to strong (``milder_when_higher``: JPEG quality and resize factor)."""
 
     name: str
     convert: Callable[[str], float]
     valid: Callable[[float], bool]
     requirement: str
     function: Callable[[np.ndarray, float, np.random.Generator | None], np.ndarray]
+    axis: str
     seeded: bool = False
+    milder_when_higher: bool = False
 
     def parse(self, text: str) -> float:
         """The value written ``text``; ``ValueError`` (the requirement) when it is not valid."""
@@ -90,10 +93,14 @@ class Kind:
 KINDS = {
     kind.name: kind
     for kind in (
-        Kind("jpeg", int, lambda q: 1 <= q <= 100, "JPEG quality must be an integer from 1 to 100", _jpeg),
-        Kind("blur", int, lambda k: k >= 3 and k % 2 == 1, "the blur kernel size must be an odd integer >= 3", _blur),
-        Kind("noise", float, lambda s: 0 < s < float("inf"), "the noise std must be a number > 0 (0-255 scale)", _noise, seeded=True),
-        Kind("resize", float, lambda f: 0 < f < 1, "the resize factor must be a number between 0 and 1", _resize),
+        Kind("jpeg", int, lambda q: 1 <= q <= 100, "JPEG quality must be an integer from 1 to 100", _jpeg,
+             "JPEG quality", milder_when_higher=True),
+        Kind("blur", int, lambda k: k >= 3 and k % 2 == 1, "the blur kernel size must be an odd integer >= 3", _blur,
+             "Gaussian kernel size (px)"),
+        Kind("noise", float, lambda s: 0 < s < float("inf"), "the noise std must be a number > 0 (0-255 scale)", _noise,
+             "noise std (0-255)", seeded=True),
+        Kind("resize", float, lambda f: 0 < f < 1, "the resize factor must be a number between 0 and 1", _resize,
+             "down-and-up scale factor", milder_when_higher=True),
     )
 }
 

@@ -170,7 +170,7 @@ def write_report(
         _roc_section(records, splits),
         _threshold_section(records, splits),
         _examples_section(examples),
-        _perturbation_section(payload.get("perturbations") or {}, metrics),
+        _perturbation_section(payload, metrics),
         _audit_section(audit),
     ]
     path = output_dir / REPORT_NAME
@@ -326,7 +326,10 @@ def _examples_section(examples: Sequence[Example]) -> str:
     return "".join(parts)
 
 
-def _perturbation_section(perturbations: Mapping[str, Any], metrics: Sequence[Metric]) -> str:
+def _perturbation_section(payload: Mapping[str, Any], metrics: Sequence[Metric]) -> str:
+    from imdlbenco_maskclip.perturbations import KINDS
+
+    perturbations = payload.get("perturbations") or {}
     if not perturbations:
         return ""
     kinds: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
@@ -334,24 +337,32 @@ def _perturbation_section(perturbations: Mapping[str, Any], metrics: Sequence[Me
         kind, level = key.split(":", 1)
         kinds.setdefault(kind, []).append((float(level), result["mean"]))
     plt = html_page.pyplot()
-    figure, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.6), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    figure, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.8), squeeze=False)
     for axis, (kind, levels) in zip(axes.flat, kinds.items()):
         levels.sort(key=lambda item: item[0])
-        for metric in metrics:
+        for number, metric in enumerate(metrics):
             values = [mean.get(metric.name) for _, mean in levels]
             if any(v is not None for v in values):
-                axis.plot([x for x, _ in levels], [np.nan if v is None else v for v in values], "o-", label=metric.title)
+                colour = colours(number % 10)
+                axis.plot([x for x, _ in levels], [np.nan if v is None else v for v in values], "o-", color=colour, label=metric.title)
+            clean = payload["mean"].get(metric.name)
+            if clean is not None:
+                axis.axhline(clean, color=colours(number % 10), linestyle=":", linewidth=1)
         axis.set_title(kind)
-        axis.set_xlabel("level")
+        axis.set_xlabel(KINDS[kind].axis if kind in KINDS else "level")
+        if kind in KINDS and KINDS[kind].milder_when_higher:
+            axis.invert_xaxis()
         axis.set_ylim(0, 1)
     axes.flat[0].set_ylabel("mean over generators")
     axes.flat[0].legend(fontsize="small")
     figure.tight_layout()
     header = ["perturbation", *(m.title for m in metrics)]
-    rows = [[key, *(result["mean"].get(m.name) for m in metrics)] for key, result in perturbations.items()]
+    rows = [["none", *(payload["mean"].get(m.name) for m in metrics)]]
+    rows += [[key, *(result["mean"].get(m.name) for m in metrics)] for key, result in perturbations.items()]
     return (
-        "<h2>Robustness</h2><p>Each metric's mean over generators at every perturbation level "
-        "(applied to the image before the model's resize; masks untouched).</p>"
+        "<h2>Robustness</h2><p>Each metric's mean over generators at every perturbation level, mild to strong "
+        "from left to right; dotted: the clean images. Applied to the image before the model's resize; masks untouched.</p>"
         + html_page.figure_html(html_page.figure_uri(figure), "metrics against perturbation level", "perturbations")
         + html_page.table_html(header, rows, "perturbation-table")
     )
