@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
@@ -24,7 +24,17 @@ from imdlbenco_maskclip import inference, pictures, protocol, report, reporting,
 from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 from imdlbenco_maskclip.distributed import Runtime
 from imdlbenco_maskclip.model_builder import build_model, from_checkpoint
+from imdlbenco_maskclip.train_config import TrainConfig
 
+
+@dataclass(frozen=True)
+class Sample:
+    """The embedded sample (``benco demo``'s own options): the images' side, and images per
+    class in the training split and per class and generator in the test splits."""
+
+    sample_size: int
+    train_per_class: int
+    test_per_class: int
 
 
 @dataclass
@@ -40,20 +50,18 @@ class DemoResult:
     log: Path
 
 
-def write_sample(root: Path, values: dict[str, Any]) -> tuple[Path, Path]:
+def write_sample(root: Path, sample: Sample, seed: int) -> tuple[Path, Path]:
     """The embedded sample: deterministic synthetic shards, written once and reused."""
     from dataset_adapters.synthetic import write_synthetic_opensdi
 
     train_root, test_root = root / "train", root / "test"
     if not (train_root / "data").is_dir():
         write_synthetic_opensdi(
-            train_root, generators=("sd15",), n_per_class=values["train_per_class"],
-            image_size=values["sample_size"], seed=values["seed"],
+            train_root, generators=("sd15",), n_per_class=sample.train_per_class, image_size=sample.sample_size, seed=seed,
         )
     if not (test_root / "data").is_dir():
         write_synthetic_opensdi(
-            test_root, generators=KNOWN_GENERATORS, n_per_class=values["test_per_class"],
-            image_size=values["sample_size"], seed=values["seed"] + 1,
+            test_root, generators=KNOWN_GENERATORS, n_per_class=sample.test_per_class, image_size=sample.sample_size, seed=seed + 1,
         )
     return train_root, test_root
 
@@ -99,52 +107,49 @@ def _phase(title: str, log: TextIO, runtime: Runtime, progress_bars: bool = Fals
         print(f"  done in {time.time() - started:.0f} s", flush=True)
 
 
-def run_demo(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtime) -> DemoResult:
-    """The whole demo; ``values`` are ``benco demo``'s resolved options."""
-    output_dir = Path(values["output_dir"]).expanduser()
+def run_demo(config: TrainConfig, sample: Sample, model_args: dict[str, Any], runtime: Runtime) -> DemoResult:
+    """The whole demo; ``config`` holds ``benco demo``'s training settings, its ``output_dir``
+    the demo's folder."""
+    output_dir = Path(config.output_dir).expanduser()
     output_dir.mkdir(parents=True, exist_ok=True)
     log_path = output_dir / "demo_log.txt"
     with open(log_path, "a", encoding="utf-8") as log:
-        return _run(values, model_args, runtime, output_dir, log, log_path)
+        return _run(config, sample, model_args, runtime, output_dir, log, log_path)
 
 
-def _run(values: dict[str, Any], model_args: dict[str, Any], runtime: Runtime, output_dir: Path, log: TextIO, log_path: Path) -> DemoResult:
-    train_root, test_root = write_sample(output_dir / "data", values)
-    options = DatasetOptions(values["image_size"])
-    tests = protocol_datasets([str(test_root)], options, None)
+def _run(
+    config: TrainConfig, sample: Sample, model_args: dict[str, Any], runtime: Runtime, output_dir: Path, log: TextIO, log_path: Path
+) -> DemoResult:
+    train_root, test_root = write_sample(output_dir / "data", sample, config.seed)
+    tests = protocol_datasets([str(test_root)], DatasetOptions(config.image_size), None)
     if runtime.is_main:
         print(f"Benco's step-by-step log goes to {log_path}")
 
-    training.seed_everything(values["seed"] + runtime.rank)
-    untrained_model = build_model(values["model"], model_args)
-    with _phase(f"Scoring {values['model']} before training, on {len(tests)} held-out splits", log, runtime):
-        untrained = protocol.evaluate(untrained_model, tests, runtime, values["test_batch_size"])
+    training.seed_everything(config.seed + runtime.rank)
+    untrained_model = build_model(config.model, model_args)
+    with _phase(f"Scoring {config.model} before training, on {len(tests)} held-out splits", log, runtime):
+        untrained = protocol.evaluate(untrained_model, tests, runtime, config.test_batch_size)
 
-    train_values = {
-        **values,
-        "data_path": str(train_root),
-        "generators": None,
-        "test_data_path": str(test_root),
-        "test_generators": ["sd15"],
-        "test_period": values["epochs"],
-        "output_dir": str(output_dir / "run"),
-    }
-    with _phase(f"Training it for {values['epochs']} epochs on {runtime.device}", log, runtime, progress_bars=True):
-        result = training.train(train_values, values["model"], model_args, runtime)
-    trained_model, _, _ = from_checkpoint(str(result.last_checkpoint), values["model"], {}, [], values["image_size"])
+    training_run = replace(
+        config, data_path=str(train_root), generators=None, test_data_path=str(test_root), test_generators=["sd15"],
+        test_period=config.epochs, output_dir=str(output_dir / "run"),
+    )
+    with _phase(f"Training it for {config.epochs} epochs on {runtime.device}", log, runtime, progress_bars=True):
+        result = training.train(training_run, model_args, runtime)
+    trained_model, _, _ = from_checkpoint(str(result.last_checkpoint), config.model, {}, [], config.image_size)
     with _phase("Scoring the trained model", log, runtime):
-        trained = protocol.evaluate(trained_model, tests, runtime, values["test_batch_size"])
+        trained = protocol.evaluate(trained_model, tests, runtime, config.test_batch_size)
 
     results_dir = output_dir / "results"
-    reporting.write_results(trained, results_dir, values["model"], str(result.last_checkpoint), compare=False)
+    reporting.write_results(trained, results_dir, config.model, str(result.last_checkpoint), compare=False)
     examples = report.render_examples(trained_model, tests, report.choose_examples(trained.records), runtime.device)
     facts = {
-        "model": values["model"],
+        "model": config.model,
         "model options": ", ".join(f"{k}={v}" for k, v in sorted(model_args.items())) or "-",
         "checkpoint": result.last_checkpoint,
-        "trained on": f"{train_root}, {values['epochs']} epochs (benco demo)",
+        "trained on": f"{train_root}, {config.epochs} epochs (benco demo)",
         "test data": test_root,
-        "image size": values["image_size"],
+        "image size": config.image_size,
         **report.run_facts(trained, runtime.device, "off"),
     }
     report_path = report.write_report(results_dir, trained.records, examples, facts)

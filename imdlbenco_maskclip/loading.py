@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from imdlbenco_maskclip import checkpoints
+
 PACKAGE = "imdlbenco_maskclip"
 BENCO = "benco"
 PUBLISHED = "published"
@@ -31,46 +33,29 @@ PUBLISHED = "published"
 @dataclass
 class Checkpoint:
     """A checkpoint file read but not yet built: its layout, the model it names (None when
-    it does not say), the options it records and its state dict (no DDP prefix)."""
+    it does not say), the options it records, its state dict (no DDP prefix) and everything
+    else it records (``selected_on``, the run's ``args``, ...)."""
 
     path: str
     layout: str
     model_name: str | None
     model_options: dict[str, Any]
     state: dict[str, torch.Tensor]
-    payload: dict[str, Any] = field(repr=False)
-
-    @property
-    def entries(self) -> dict[str, Any]:
-        """The file's entries other than weights and optimizer state (``selected_on``, ``args``, ...)."""
-        return {k: v for k, v in self.payload.items() if k not in ("model", "optimizer", "scaler")}
-
-    @property
-    def run_args(self) -> dict[str, Any]:
-        """The training run's settings the file records (``args``: Benco's Namespace), or {}."""
-        args = self.payload.get("args")
-        if args is None:
-            return {}
-        return dict(args) if isinstance(args, dict) else dict(vars(args))
+    saved: checkpoints.TrainingState = field(repr=False)
 
 
 def read_checkpoint(checkpoint: str | Path) -> Checkpoint:
     """Read a checkpoint file and tell its layout (see the module docstring)."""
-    from imdlbenco_maskclip import checkpoints
     from imdlbenco_maskclip.model.published import is_published
 
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {path}")
-    payload = checkpoints.load(path)
-    state = payload["model"]
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module.") :]: value for key, value in state.items()}
-    if is_published(state):
-        return Checkpoint(str(path), PUBLISHED, "MaskCLIP", {"setting": "paper"}, state, payload)
-    name, options = checkpoints.model_identity(payload)
-    layout = PACKAGE if "model_name" in payload else BENCO
-    return Checkpoint(str(path), layout, name, options, state, payload)
+    saved = checkpoints.read(path)
+    if is_published(saved.weights):
+        return Checkpoint(str(path), PUBLISHED, "MaskCLIP", {"setting": "paper"}, saved.weights, saved)
+    layout = PACKAGE if saved.model_name is not None else BENCO
+    return Checkpoint(str(path), layout, saved.named_model, dict(saved.model_args), saved.weights, saved)
 
 
 def _is_maskclip(name: str) -> bool:

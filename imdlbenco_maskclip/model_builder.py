@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from imdlbenco_maskclip.errors import UserError
+
+if TYPE_CHECKING:
+    from imdlbenco_maskclip.checkpoints import TrainingState
 
 # Model options that must equal the run's image size (Benco's models name it either way).
 SIZE_OPTIONS = ("input_size", "img_size")
@@ -70,9 +73,9 @@ def parse_model_args(
 
 def from_checkpoint(
     checkpoint: str, model_name: str | None, configured: dict[str, Any], extra_flags: Sequence[str], image_size: int | None
-) -> tuple[torch.nn.Module, str, dict[str, Any]]:
-    """The model a checkpoint holds (options: recorded < config < flags), its name and the
-    file's other entries (``selected_on``, ``args``, ...), read once, through
+) -> tuple[torch.nn.Module, str, TrainingState]:
+    """The model a checkpoint holds (options: recorded < config < flags), its name and what
+    else the file records (``selected_on``, ``args``, ...), read once, through
     ``loading.build_from_checkpoint``, with its errors as flag-named ``UserError``\ s."""
     from imdlbenco_maskclip.loading import build_from_checkpoint, read_checkpoint
 
@@ -87,7 +90,7 @@ def from_checkpoint(
         raise UserError(f"--model: {checkpoint} does not record which model it holds; pass --model NAME")
     model_args = parse_model_args(name, {**stored.model_options, **configured}, extra_flags, image_size)
     try:
-        return build_from_checkpoint(stored, name, **model_args), name, stored.entries
+        return build_from_checkpoint(stored, name, **model_args), name, stored.saved
     except UserError:
         raise
     except (OSError, RuntimeError, ValueError, TypeError, AssertionError) as error:

@@ -192,7 +192,7 @@ class Predictor:
         from imdlbenco_maskclip.loading import build_from_checkpoint, read_checkpoint
 
         stored = read_checkpoint(path)
-        run = stored.run_args
+        run = stored.saved.run_args
         size = image_size or run.get("image_size") or DEFAULT_IMAGE_SIZE
         pad = bool(run.get("if_padding")) if padding is None else padding
         target = resolve_device(device) if isinstance(device, str) else device

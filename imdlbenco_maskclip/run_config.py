@@ -3,19 +3,22 @@
 Precedence is defaults < ``--config`` file < command-line flags. A YAML key that no option
 knows is an error naming the key and the file, so a typo never silently falls back to a
 default. ``--config`` takes a path or the name of a config shipped in ``benco_configs/``.
+``typed`` turns the resolved values into a command's dataclass (``train_config.TrainConfig``).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import yaml
 
 from imdlbenco_maskclip.errors import UserError
+
+Settings = TypeVar("Settings")
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "benco_configs"
 SOURCE_CONFIGS = Path(__file__).resolve().parent.parent / "benco_configs"
@@ -138,6 +141,19 @@ def resolve(options: Sequence[Option], flags: argparse.Namespace, config_path: s
             values[name] = given
             sources[name] = "flag"
     return RunConfig(values=values, model_args=model_args, sources=sources)
+
+
+def typed(cls: type[Settings], options: Sequence[Option], values: Mapping[str, Any]) -> Settings:
+    """``values`` as the dataclass ``cls``, whose fields must be the options' names: a table
+    and a class that disagree are a programming error, named here. An option that ``values``
+    lacks (a command offering part of a table, as ``benco demo`` does) takes its default."""
+    names, field_names = {option.name for option in options}, {f.name for f in fields(cls)}
+    if names != field_names:
+        raise TypeError(
+            f"{cls.__name__} and its option table disagree: options without a field: {sorted(names - field_names)}; "
+            f"fields without an option: {sorted(field_names - names)}"
+        )
+    return cls(**{option.name: values.get(option.name, option.default) for option in options})
 
 
 def parse_size(text: str) -> int:

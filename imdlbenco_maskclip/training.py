@@ -4,11 +4,15 @@ What Benco's ``train.py`` lacks and this adds: one CPU process, one GPU or torch
 or gloo; atomic checkpoints every epoch (``checkpoint-last.pth``); ``checkpoint-best.pth``
 (weights only) chosen by pixel F1 (computed by ``protocol``, as ``benco test`` computes it) on
 a validation set held out from the training data, or on the test data as the paper did
-(``--select_on test``), recorded in the checkpoint as ``selected_on``; ``--resume`` that replays the same batches and augmentations (each epoch
-reseeds from the run seed and the epoch number; see ``reproducibility``); ``--amp`` in the
-dtype asked for, with loss scaling for fp16 only; a global batch set by gradient accumulation;
-a stop with one message in every process when the loss stops being finite; and a quiet
-console (one bar and one line per epoch; Benco's per-step log goes to ``train_log.txt``).
+(``--select_on test``), recorded in the checkpoint as ``selected_on``; ``--resume`` that
+replays the same batches and augmentations (each epoch reseeds from the run seed and the
+epoch number; see ``reproducibility``); ``--amp`` in the dtype asked for, with loss scaling
+for fp16 only; a global batch set by gradient accumulation; a stop with one message in every
+process when the loss stops being finite (``loss_guard``); and a quiet console (one bar and
+one line per epoch; Benco's per-step log goes to ``train_log.txt``).
+
+``train`` is a list of named steps: the data, the model and optimizer, the resume, then for
+each epoch its training, validation, checkpoints and report.
 """
 
 from __future__ import annotations
@@ -18,94 +22,31 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from dataset_adapters import OpenSDIDataset, RowGroupBatchSampler, RowGroupShuffleSampler
 from imdlbenco_maskclip import checkpoints, protocol
 from imdlbenco_maskclip.augmentations import train_transforms
+from imdlbenco_maskclip.checkpoints import TrainingState
 from imdlbenco_maskclip.data_sources import DatasetOptions, hold_out, open_dataset, protocol_datasets, resolved, split_named
 from imdlbenco_maskclip.distributed import Runtime
 from imdlbenco_maskclip.errors import UserError
+from imdlbenco_maskclip.loss_guard import FiniteLossGuard
 from imdlbenco_maskclip.model_builder import build_model
 from imdlbenco_maskclip.progress import EpochProgress, summary_line
 from imdlbenco_maskclip.reproducibility import epoch_seed, seed_everything
+from imdlbenco_maskclip.train_config import TrainConfig
 
 LAST = "checkpoint-last.pth"
 BEST = "checkpoint-best.pth"
 BENCO_LOG = "train_log.txt"
 PRECISIONS = {None: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the message names the epoch, step and process."""
-
-
-class FiniteLossGuard:
-    """A forward hook that stops training at the first non-finite ``backward_loss``.
-
-    Under torchrun the processes share their losses at every step, so all of them stop at the
-    same step with the same message instead of one raising while the others wait in the next
-    collective. It also keeps the loss of the last step and the epoch's sum for the console.
-    """
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.checkpoint: Path | None = None
-        self.saved_epoch: int | None = None
-        self.epoch = 0
-        self.step = 0
-        self.last_loss: float | None = None
-        self.loss_sum = 0.0
-
-    def start_epoch(self, epoch: int) -> None:
-        self.epoch, self.step, self.last_loss, self.loss_sum = epoch, 0, None, 0.0
-
-    def saved(self, checkpoint: Path, epoch: int) -> None:
-        """Good weights of ``epoch`` are now in ``checkpoint``."""
-        self.checkpoint, self.saved_epoch = checkpoint, epoch
-
-    @property
-    def mean_loss(self) -> float | None:
-        return self.loss_sum / self.step if self.step else None
-
-    def __call__(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if not module.training or not isinstance(output, dict) or output.get("backward_loss") is None:
-            return
-        loss = output["backward_loss"].detach().float().mean().reshape(1)
-        if self.runtime.distributed:
-            import torch.distributed as dist
-
-            gathered = [torch.empty_like(loss) for _ in range(self.runtime.world_size)]
-            dist.all_gather(gathered, loss)
-            losses = torch.cat(gathered).tolist()
-        else:
-            losses = loss.tolist()
-        bad = [rank for rank, value in enumerate(losses) if not math.isfinite(value)]
-        if bad:
-            raise TrainingDiverged(self._message(losses, bad, output))
-        self.last_loss = losses[self.runtime.rank]
-        self.loss_sum += self.last_loss
-        self.step += 1
-
-    def _message(self, losses: list[float], bad: list[int], output: dict) -> str:
-        where = f"at epoch {self.epoch}, step {self.step}"
-        if self.runtime.distributed:
-            processes = ", ".join(f"{rank} ({losses[rank]})" for rank in bad)
-            what = f"the loss stopped being finite in process(es) {processes} of {self.runtime.world_size} {where}; every process stops here"
-        else:
-            parts = {k: float(v) for k, v in (output.get("visual_loss") or {}).items()}
-            what = f"the loss became {losses[0]} {where} (loss terms: {parts})"
-        if self.checkpoint is None:
-            kept = "No checkpoint was written before this (the first is written at the end of an epoch), so a new run starts from scratch"
-        else:
-            kept = f"The last good weights are in {self.checkpoint} (after epoch {self.saved_epoch}); --resume auto continues from there"
-        return f"{what}. {kept}. Try a lower --lr, or --amp off."
 
 
 @dataclass
@@ -143,6 +84,305 @@ def accumulation_steps(global_batch_size: int, batch_size: int, world_size: int)
     return global_batch_size // per_step
 
 
+@dataclass
+class TrainingData:
+    """The training batches and the data each validation scores: ``val_sets`` choose
+    ``checkpoint-best.pth``, ``score_sets`` are scored beside them."""
+
+    train_set: Dataset
+    loader: DataLoader
+    val_sets: dict[str, Dataset]
+    score_sets: dict[str, Dataset]
+    selected_on: str | None
+    selection_data: dict[str, Any] | None
+
+
+@dataclass
+class Learner:
+    """The model as trained (DDP-wrapped under torchrun), the network inside it, AdamW,
+    Benco's loss scaler, the loss guard and the autocast dtype (None: float32)."""
+
+    model: torch.nn.Module
+    network: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_scaler: Any
+    guard: FiniteLossGuard
+    dtype: torch.dtype | None
+
+    @property
+    def precision(self) -> str:
+        return PRECISIONS[self.dtype]
+
+
+@dataclass
+class Standing:
+    """Where a run stands: the next epoch to train, the best validation pixel F1 so far and
+    every epoch's record."""
+
+    next_epoch: int = 0
+    best_metric: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any]) -> bool:
+        """Add an epoch's record; True when its validation pixel F1 is the best so far."""
+        self.history.append(record)
+        is_best = "val_mean_pixel_f1" in record and (self.best_metric is None or record["val_mean_pixel_f1"] > self.best_metric)
+        if is_best:
+            self.best_metric = record["val_mean_pixel_f1"]
+        return is_best
+
+
+@dataclass
+class Logs:
+    """Where a run writes: its folder, tensorboard (main process only) and Benco's per-step
+    prints (None: the console, with ``--verbose``)."""
+
+    folder: Path
+    tensorboard: Any
+    benco_prints: Path | None
+
+    def quiet(self) -> AbstractContextManager[Any]:
+        """Benco's prints go to ``benco_prints`` while this is open."""
+        from imdlbenco_maskclip import compat
+
+        return compat.benco_prints_to(self.benco_prints) if self.benco_prints is not None else nullcontext()
+
+
+@dataclass
+class Run:
+    """What the steps of each epoch share, set up by the first steps of ``train``; ``benco`` is
+    the namespace Benco's ``train_one_epoch`` reads."""
+
+    config: TrainConfig
+    model_args: dict[str, Any]
+    runtime: Runtime
+    data: TrainingData
+    learner: Learner
+    logs: Logs
+    benco: argparse.Namespace
+
+
+def train(config: TrainConfig, model_args: dict[str, Any], runtime: Runtime) -> TrainResult:
+    """Train ``config.model``, built with ``model_args``, as ``config`` says."""
+    data = build_data(config, runtime)
+    learner = build_model_and_optimizer(config, model_args, runtime)
+    standing = resume(config, learner, runtime)
+    logs = open_logs(config, runtime)
+    run = Run(config, model_args, runtime, data, learner, logs, benco_args(config, runtime, learner.dtype is not None))
+    announce(run)
+    started = time.time()
+    for epoch in range(standing.next_epoch, config.epochs):
+        epoch_started = time.time()
+        record, images_per_second = train_epoch(run, epoch)
+        validate(run, epoch, record)
+        is_best = standing.add(record)
+        save_checkpoints(run, standing, epoch, is_best)
+        report_epoch(run, record, is_best, images_per_second, time.time() - epoch_started)
+    return finish(run, standing, time.time() - started)
+
+
+def build_data(config: TrainConfig, runtime: Runtime) -> TrainingData:
+    """The training loader and what validation scores: with ``--select_on validation`` rows
+    held out from the training data (``--test_data_path`` scored beside them), with
+    ``--select_on test`` the test data."""
+    post = _post_function(config.model)
+    options = DatasetOptions(config.image_size, config.if_padding, config.edge_mask_width, None, post)
+    train_set = open_dataset(config.data_path, replace(options, transforms=train_transforms(config.augment)), config.generators)
+    test_sets = (
+        protocol_datasets([config.test_data_path], options, config.test_generators, subset="localization")
+        if config.test_data_path
+        else {}
+    )
+    if config.select_on == "test":
+        if not test_sets:
+            raise UserError("--select_on test needs --test_data_path (the paper chose on OpenSDI_test sd15)")
+        test_path = split_named(config.test_data_path)[1]
+        selected_on = f"test: {Path(test_path.rstrip('/')).name} {' '.join(test_sets)}"
+        selection_data = {"data_path": resolved(test_path), "rows": list(test_sets)}
+        return TrainingData(train_set, _training_loader(train_set, config, runtime), test_sets, {}, selected_on, selection_data)
+    held = hold_out(train_set, config.val_fraction)
+    val_sets = {"validation": held.validation} if held.validation is not None else {}
+    if not val_sets and runtime.is_main:
+        print(
+            f"--val_fraction {config.val_fraction}: the {held.description} include no partial fakes to score, "
+            "so no checkpoint-best.pth is chosen; raise --val_fraction, or --select_on test"
+        )
+    selected_on = f"validation: {held.description}" if val_sets else None
+    return TrainingData(held.train, _training_loader(held.train, config, runtime), val_sets, test_sets, selected_on, None)
+
+
+def build_model_and_optimizer(config: TrainConfig, model_args: dict[str, Any], runtime: Runtime) -> Learner:
+    """The model, seeded, on the run's device, watched by the loss guard and DDP-wrapped under
+    torchrun; AdamW; Benco's loss scaler, scaling for fp16 only."""
+    from IMDLBenCo.training_scripts.utils import misc
+    from timm.optim import create_optimizer_v2
+
+    from imdlbenco_maskclip import compat
+
+    dtype = amp_dtype(config.amp, runtime.device)
+    seed_everything(config.seed + runtime.rank)
+    network = build_model(config.model, model_args).to(runtime.device)
+    guard = FiniteLossGuard(runtime)
+    network.register_forward_hook(guard)
+    model = network
+    if runtime.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            network,
+            device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
+            find_unused_parameters=config.find_unused_parameters,
+        )
+    optimizer = create_optimizer_v2(network, opt="adamw", lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.999))
+    loss_scaler = misc.NativeScalerWithGradNormCount()
+    compat.grad_scaler(loss_scaler, runtime.device.type, enabled=dtype == torch.float16)
+    return Learner(model, network, optimizer, loss_scaler, guard, dtype)
+
+
+def resume(config: TrainConfig, learner: Learner, runtime: Runtime) -> Standing:
+    """With ``--resume``: the checkpoint's weights, optimizer and loss scale into ``learner``, and
+    where its run stood; else (or with ``auto`` and no checkpoint yet) a run at epoch 0."""
+    if not config.resume:
+        return Standing()
+    path = _output_dir(config) / LAST if config.resume == "auto" else Path(config.resume).expanduser()
+    if config.resume == "auto" and not path.is_file():
+        print(f"--resume auto: no {path} yet, starting from scratch")
+        return Standing()
+    saved = checkpoints.read(path)
+    checkpoints.load_weights(learner.network, saved.weights, str(path))
+    if saved.optimizer is not None:
+        learner.optimizer.load_state_dict(saved.optimizer)  # moves the state to the parameters' device
+        _load_scaler(learner.loss_scaler, saved.scaler or {}, path, runtime)
+    else:
+        print(f"--resume: {path} holds weights only (a best checkpoint?): the optimizer starts afresh")
+    standing = Standing(0 if saved.epoch is None else saved.epoch + 1, saved.best_metric, saved.history)
+    learner.guard.saved(path, standing.next_epoch - 1)
+    if runtime.is_main:
+        _note_changes(saved, learner.precision, config)
+        print(f"Resumed {path} at epoch {standing.next_epoch}")
+    return standing
+
+
+def open_logs(config: TrainConfig, runtime: Runtime) -> Logs:
+    """The output folder and tensorboard (main process); Benco's per-step prints go to
+    ``train_log.txt`` there (the other processes': nowhere) unless ``--verbose``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = _output_dir(config)
+    tensorboard = None
+    if runtime.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        tensorboard = SummaryWriter(log_dir=str(Path(config.log_dir).expanduser() if config.log_dir else folder / "tensorboard"))
+    benco_prints = None if config.verbose else folder / BENCO_LOG if runtime.is_main else Path(os.devnull)
+    return Logs(folder, tensorboard, benco_prints)
+
+
+def announce(run: Run) -> None:
+    """Say what is trained on what, how, and what ``checkpoint-best.pth`` is chosen on."""
+    if not run.runtime.is_main:
+        return
+    config, runtime, learner = run.config, run.runtime, run.learner
+    steps = config.accum_iter
+    print(
+        f"Training {config.model} on {run.data.train_set} for {config.epochs} epochs on {runtime.device} in {learner.precision}"
+        f"{' autocast' if learner.dtype is not None else ''}; {config.batch_size * runtime.world_size * steps} images per optimizer step "
+        f"({config.batch_size} x {runtime.world_size} process(es) x {steps} accumulation step(s))"
+    )
+    selected_on = run.data.selected_on
+    print(f"{BEST} is chosen on {selected_on}" if selected_on else f"No {BEST}: nothing to select on")
+    if not config.verbose:
+        print(f"Benco's per-step log: {run.logs.folder / BENCO_LOG}")
+
+
+def train_epoch(run: Run, epoch: int) -> tuple[dict[str, Any], float]:
+    """One pass of Benco's ``train_one_epoch`` under the run's autocast, reseeded from the run
+    seed and ``epoch`` so that a resumed run replays it: the epoch's record and images/s."""
+    from IMDLBenCo.training_scripts.trainer import train_one_epoch
+
+    from imdlbenco_maskclip import compat
+
+    config, runtime, learner = run.config, run.runtime, run.learner
+    seed_everything(epoch_seed(config.seed, epoch, runtime.rank))
+    _set_epoch(run.data.loader, epoch)
+    learner.guard.start_epoch(epoch)
+    progress = EpochProgress(
+        run.data.loader, f"epoch {epoch + 1}/{config.epochs}", learner.optimizer, lambda: learner.guard.last_loss,
+        world_size=runtime.world_size, enabled=None if runtime.is_main and not config.verbose else False,
+    )
+    autocast = compat.trainer_autocast(runtime.device.type, learner.dtype) if learner.dtype is not None else nullcontext()
+    with run.logs.quiet(), autocast:
+        stats = train_one_epoch(
+            learner.model, progress, learner.optimizer, runtime.device, epoch, learner.loss_scaler,
+            log_writer=run.logs.tensorboard, log_per_epoch_count=config.log_per_epoch_count, args=run.benco,
+        )
+    record = {"epoch": epoch, "precision": learner.precision, **{f"train_{k}": v for k, v in stats.items()}}
+    return record, progress.images_per_second
+
+
+def validate(run: Run, epoch: int, record: dict[str, Any]) -> None:
+    """Every ``--test_period`` epochs and after the last: the protocol's pixel metrics on the
+    validation data (``val_*``) and on the other scored data (``test_*``) into ``record``."""
+    if epoch % run.config.test_period and epoch + 1 != run.config.epochs:
+        return
+    for prefix, datasets in (("val", run.data.val_sets), ("test", run.data.score_sets)):
+        if datasets:
+            _score(run, datasets, prefix, epoch, record)
+
+
+def save_checkpoints(run: Run, standing: Standing, epoch: int, is_best: bool) -> None:
+    """``checkpoint-best.pth`` when ``epoch`` scored best so far (weights only: for testing and
+    predicting, a third of the size), ``checkpoint-last.pth`` after every epoch, and
+    ``checkpoint-EPOCH.pth`` every ``--save_period`` epochs."""
+    folder = run.logs.folder
+    if is_best:
+        _write_checkpoint(run, standing, epoch, folder / BEST, best=True)
+    _write_checkpoint(run, standing, epoch, folder / LAST)
+    run.learner.guard.saved(folder / LAST, epoch)
+    if run.config.save_period and (epoch + 1) % run.config.save_period == 0:
+        _write_checkpoint(run, standing, epoch, folder / f"checkpoint-{epoch}.pth")
+
+
+def report_epoch(run: Run, record: dict[str, Any], is_best: bool, images_per_second: float, seconds: float) -> None:
+    """The epoch's record as a line of ``log.txt`` and its one line on the console."""
+    if not run.runtime.is_main:
+        return
+    if run.logs.tensorboard is not None:
+        run.logs.tensorboard.flush()
+    with open(run.logs.folder / "log.txt", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(_jsonable(record)) + "\n")
+    scored = "val_mean_pixel_f1" in record
+    selection = (run.config.select_on, record["val_mean_pixel_f1"], is_best) if scored else None
+    line = summary_line(record["epoch"], run.config.epochs, run.learner.guard.mean_loss, selection, images_per_second, seconds)
+    print(line, flush=True)
+
+
+def finish(run: Run, standing: Standing, seconds: float) -> TrainResult:
+    """Close tensorboard, say how long the run took, and what it leaves behind."""
+    folder = run.logs.folder
+    if run.logs.tensorboard is not None:
+        run.logs.tensorboard.close()
+    if run.runtime.is_main:
+        print(f"Training time {seconds:.0f} s; checkpoints in {folder}")
+    best = folder / BEST
+    return TrainResult(
+        folder, folder / LAST, best if best.is_file() else None, standing.best_metric, standing.history, run.data.selected_on
+    )
+
+
+def benco_args(config: TrainConfig, runtime: Runtime, amp: bool) -> argparse.Namespace:
+    """The namespace Benco's ``train_one_epoch`` reads: our settings plus Benco's own. The
+    checkpoints record it as the run's ``args``."""
+    return argparse.Namespace(
+        **{**asdict(config), "output_dir": str(_output_dir(config))},
+        if_not_amp=not amp,
+        distributed=runtime.distributed,
+        no_model_eval=False,
+        world_size=runtime.world_size,
+    )
+
+
+def _output_dir(config: TrainConfig) -> Path:
+    return Path(config.output_dir).expanduser()
+
+
 def _post_function(model_name: str) -> Any:
     """Benco's per-model post-function (e.g. CAT-Net's), found by name as Benco's train.py does."""
     from IMDLBenCo.registry import POSTFUNCS
@@ -154,39 +394,24 @@ def _post_function(model_name: str) -> Any:
     return None
 
 
-def _loader(dataset: Dataset, batch_size: int, runtime: Runtime, args: argparse.Namespace, train: bool) -> DataLoader:
-    """Training: OpenSDI shards in row-group order (``--shuffle rowgroup``), else shuffled by the
-    ordinary samplers; validation in order. Call ``_set_epoch`` before each training epoch."""
-    if train:
-        if len(dataset) < batch_size * runtime.world_size:
-            raise UserError(f"--batch_size {batch_size}: the training data has only {len(dataset)} images")
-        if args.shuffle == "rowgroup" and isinstance(dataset, OpenSDIDataset):
-            order = RowGroupShuffleSampler(dataset, args.seed, rank=runtime.rank, world_size=runtime.world_size)
-            return DataLoader(
-                dataset,
-                batch_sampler=RowGroupBatchSampler(order, batch_size, args.num_workers, drop_last=True),
-                num_workers=args.num_workers,
-                pin_memory=runtime.device.type == "cuda",
-            )
-        sampler = (
-            DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=True, seed=args.seed)
-            if runtime.distributed
-            else RandomSampler(dataset)
-        )
-    else:
-        sampler = (
-            DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=False, drop_last=True)
-            if runtime.distributed
-            else SequentialSampler(dataset)
-        )
+def _training_loader(dataset: Dataset, config: TrainConfig, runtime: Runtime) -> DataLoader:
+    """OpenSDI shards in row-group order (``--shuffle rowgroup``), anything else shuffled by
+    the ordinary samplers. Call ``_set_epoch`` before each epoch."""
+    if len(dataset) < config.batch_size * runtime.world_size:
+        raise UserError(f"--batch_size {config.batch_size}: the training data has only {len(dataset)} images")
+    pin_memory = runtime.device.type == "cuda"
+    if config.shuffle == "rowgroup" and isinstance(dataset, OpenSDIDataset):
+        order = RowGroupShuffleSampler(dataset, config.seed, rank=runtime.rank, world_size=runtime.world_size)
+        batches = RowGroupBatchSampler(order, config.batch_size, config.num_workers, drop_last=True)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=config.num_workers, pin_memory=pin_memory)
+    sampler = (
+        DistributedSampler(dataset, runtime.world_size, runtime.rank, shuffle=True, seed=config.seed)
+        if runtime.distributed
+        else RandomSampler(dataset)
+    )
     return DataLoader(
-        dataset,
-        sampler=sampler,
-        batch_size=batch_size,
-        num_workers=args.num_workers,
-        pin_memory=runtime.device.type == "cuda",
-        drop_last=train or runtime.distributed,
-        persistent_workers=False,
+        dataset, sampler=sampler, batch_size=config.batch_size, num_workers=config.num_workers,
+        pin_memory=pin_memory, drop_last=True, persistent_workers=False,
     )
 
 
@@ -197,202 +422,41 @@ def _set_epoch(loader: DataLoader, epoch: int) -> None:
             sampler.set_epoch(epoch)
 
 
-def benco_args(values: dict[str, Any], runtime: Runtime, amp: bool) -> argparse.Namespace:
-    """The namespace Benco's ``train_one_epoch`` reads, plus our settings."""
-    return argparse.Namespace(
-        **values,
-        if_not_amp=not amp,
-        distributed=runtime.distributed,
-        no_model_eval=False,
-        world_size=runtime.world_size,
+def _score(run: Run, datasets: dict[str, Dataset], prefix: str, epoch: int, record: dict[str, Any]) -> None:
+    """The protocol's pixel metrics on each (partial-fake) dataset into ``record``, and their
+    mean pixel F1: the same code and figures as ``benco test``'s table."""
+    result = protocol.evaluate(
+        run.learner.network, datasets, run.runtime, run.config.test_batch_size, run.config.num_workers, run.learner.dtype,
+        progress=False,
     )
+    for row in result.rows:
+        record.update({f"{prefix}_{row.split}_{m.name}": row.scores[m.name] for m in protocol.pixel_metrics()})
+    record[f"{prefix}_mean_pixel_f1"] = result.mean.pixel_f1
+    if run.logs.tensorboard is not None and result.mean.pixel_f1 is not None:
+        run.logs.tensorboard.add_scalar(f"{prefix}/mean_pixel_f1", result.mean.pixel_f1, epoch)
 
 
-def train(values: dict[str, Any], model_name: str, model_args: dict[str, Any], runtime: Runtime) -> TrainResult:
-    """Run a whole training; ``values`` are the resolved train options of ``benco train``."""
-    from IMDLBenCo.training_scripts.trainer import train_one_epoch
-    from IMDLBenCo.training_scripts.utils import misc
-    from timm.optim import create_optimizer_v2
-    from torch.utils.tensorboard import SummaryWriter
-
-    from imdlbenco_maskclip import compat
-
-    output_dir = Path(values["output_dir"]).expanduser()
-    dtype = amp_dtype(values["amp"], runtime.device)
-    precision = PRECISIONS[dtype]
-    args = benco_args({**values, "model": model_name, "output_dir": str(output_dir)}, runtime, dtype is not None)
-
-    post = _post_function(model_name)
-    data_options = DatasetOptions(values["image_size"], values["if_padding"] or False, values["edge_mask_width"], None, post)
-    train_options = DatasetOptions(
-        data_options.image_size, data_options.padding, data_options.edge_width, train_transforms(values["augment"]), post
+def _write_checkpoint(run: Run, standing: Standing, epoch: int, path: Path, best: bool = False) -> None:
+    """The run after ``epoch`` into ``path`` (by the main process): a best checkpoint records
+    what it was chosen on and no optimizer state, the others the optimizer and loss scale."""
+    if not run.runtime.is_main:
+        return
+    learner = run.learner
+    state = TrainingState(
+        weights=learner.network.state_dict(),
+        model_name=run.config.model,
+        model_args=run.model_args,
+        run_args=vars(run.benco),
+        epoch=epoch,
+        best_metric=standing.best_metric,
+        history=standing.history,
+        precision=learner.precision,
+        selected_on=run.data.selected_on if best else f"none: the weights after epoch {epoch + 1} of {run.config.epochs}",
+        selection_data=run.data.selection_data if best else None,
+        optimizer=None if best else learner.optimizer.state_dict(),
+        scaler=None if best else learner.loss_scaler.state_dict(),
     )
-    train_set = open_dataset(values["data_path"], train_options, values["generators"])
-    test_sets = (
-        protocol_datasets([values["test_data_path"]], data_options, values["test_generators"], subset="localization")
-        if values["test_data_path"]
-        else {}
-    )
-    selection_data = None
-    if values["select_on"] == "test":
-        if not test_sets:
-            raise UserError("--select_on test needs --test_data_path (the paper chose on OpenSDI_test sd15)")
-        val_sets, score_sets = test_sets, {}
-        test_path = split_named(values["test_data_path"])[1]
-        selected_on = f"test: {Path(test_path.rstrip('/')).name} {' '.join(test_sets)}"
-        selection_data = {"data_path": resolved(test_path), "rows": list(test_sets)}
-    else:
-        held = hold_out(train_set, values["val_fraction"], data_options.transforms)
-        train_set = held.train
-        val_sets = {"validation": held.validation} if held.validation is not None else {}
-        score_sets = test_sets
-        selected_on = f"validation: {held.description}" if val_sets else None
-        if not val_sets and runtime.is_main:
-            print(
-                f"--val_fraction {values['val_fraction']}: the {held.description} include no partial fakes to score, "
-                "so no checkpoint-best.pth is chosen; raise --val_fraction, or --select_on test"
-            )
-
-    seed_everything(values["seed"] + runtime.rank)
-    model = build_model(model_name, model_args).to(runtime.device)
-    model_without_ddp = model
-    guard = FiniteLossGuard(runtime)
-    model_without_ddp.register_forward_hook(guard)
-    if runtime.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
-            find_unused_parameters=bool(values["find_unused_parameters"]),
-        )
-    optimizer = create_optimizer_v2(
-        model_without_ddp, opt="adamw", lr=values["lr"], weight_decay=values["weight_decay"], betas=(0.9, 0.999)
-    )
-    loss_scaler = misc.NativeScalerWithGradNormCount()
-    compat.grad_scaler(loss_scaler, runtime.device.type, enabled=dtype == torch.float16)
-
-    start_epoch, best_metric, history = 0, None, []
-    if values["resume"]:
-        resume_path = output_dir / LAST if values["resume"] == "auto" else Path(values["resume"]).expanduser()
-        if values["resume"] == "auto" and not resume_path.is_file():
-            print(f"--resume auto: no {resume_path} yet, starting from scratch")
-        else:
-            state = checkpoints.load(resume_path)
-            checkpoints.load_weights(model_without_ddp, state["model"], str(resume_path))
-            if "optimizer" in state:
-                optimizer.load_state_dict(state["optimizer"])  # moves the state to the parameters' device
-                _load_scaler(loss_scaler, state.get("scaler") or {}, resume_path, runtime)
-            else:
-                print(f"--resume: {resume_path} holds weights only (a best checkpoint?): the optimizer starts afresh")
-            start_epoch = int(state.get("epoch", -1)) + 1
-            best_metric = state.get("best_metric")
-            history = list(state.get("history", []))
-            guard.saved(resume_path, start_epoch - 1)
-            if runtime.is_main:
-                _note_changes(state, precision, values)
-                print(f"Resumed {resume_path} at epoch {start_epoch}")
-
-    train_loader = _loader(train_set, values["batch_size"], runtime, args, train=True)
-    log_writer = None
-    if runtime.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        log_writer = SummaryWriter(log_dir=str(Path(values["log_dir"]).expanduser() if values["log_dir"] else output_dir / "tensorboard"))
-        steps = values["accum_iter"]
-        print(
-            f"Training {model_name} on {train_set} for {values['epochs']} epochs on {runtime.device} in {precision}"
-            f"{' autocast' if dtype is not None else ''}; {values['batch_size'] * runtime.world_size * steps} images per optimizer step "
-            f"({values['batch_size']} x {runtime.world_size} process(es) x {steps} accumulation step(s))"
-        )
-        print(f"{BEST} is chosen on {selected_on}" if selected_on else f"No {BEST}: nothing to select on")
-        if not values["verbose"]:
-            print(f"Benco's per-step log: {output_dir / BENCO_LOG}")
-    benco_prints = None if values["verbose"] else output_dir / BENCO_LOG if runtime.is_main else Path(os.devnull)
-
-    def quiet() -> Any:
-        return compat.benco_prints_to(benco_prints) if benco_prints is not None else nullcontext()
-
-    def score(datasets: dict[str, Dataset], prefix: str, epoch: int, record: dict[str, Any]) -> None:
-        """The protocol's pixel metrics on each (partial-fake) dataset into ``record``, and their
-        mean pixel F1: the same code and figures as ``benco test``'s table."""
-        result = protocol.evaluate(
-            model_without_ddp, datasets, runtime, values["test_batch_size"], values["num_workers"], dtype, progress=False
-        )
-        for row in result.rows:
-            record.update({f"{prefix}_{row.split}_{m.name}": row.scores[m.name] for m in protocol.pixel_metrics()})
-        record[f"{prefix}_mean_pixel_f1"] = result.mean.pixel_f1
-        if log_writer is not None and result.mean.pixel_f1 is not None:
-            log_writer.add_scalar(f"{prefix}/mean_pixel_f1", result.mean.pixel_f1, epoch)
-
-    def save(path: Path, epoch: int, best: bool = False) -> None:
-        """Benco's checkpoint layout; the best checkpoint (for testing and predicting, a third of
-        the size) holds no optimizer and scaler state."""
-        if not runtime.is_main:
-            return
-        payload = {
-            "model": model_without_ddp.state_dict(),
-            "epoch": epoch,
-            "args": checkpoints.plain_namespace(args),
-            "model_name": model_name,
-            "model_args": model_args,
-            "best_metric": best_metric,
-            "history": history,
-            "precision": precision,
-            "selected_on": selected_on if best else f"none: the weights after epoch {epoch + 1} of {values['epochs']}",
-            "selection_data": selection_data if best else None,
-        }
-        if not best:
-            payload.update(optimizer=optimizer.state_dict(), scaler=loss_scaler.state_dict())
-        checkpoints.save_atomic(payload, path)
-
-    started = time.time()
-    for epoch in range(start_epoch, values["epochs"]):
-        seed_everything(epoch_seed(values["seed"], epoch, runtime.rank))
-        _set_epoch(train_loader, epoch)
-        guard.start_epoch(epoch)
-        epoch_started = time.time()
-        progress = EpochProgress(
-            train_loader, f"epoch {epoch + 1}/{values['epochs']}", optimizer, lambda: guard.last_loss,
-            world_size=runtime.world_size, enabled=None if runtime.is_main and not values["verbose"] else False,
-        )
-        autocast = compat.trainer_autocast(runtime.device.type, dtype) if dtype is not None else nullcontext()
-        with quiet(), autocast:
-            train_stats = train_one_epoch(
-                model, progress, optimizer, runtime.device, epoch, loss_scaler,
-                log_writer=log_writer, log_per_epoch_count=values["log_per_epoch_count"], args=args,
-            )
-        record: dict[str, Any] = {"epoch": epoch, "precision": precision, **{f"train_{k}": v for k, v in train_stats.items()}}
-        last_epoch = epoch + 1 == values["epochs"]
-        if epoch % values["test_period"] == 0 or last_epoch:
-            if val_sets:
-                score(val_sets, "val", epoch, record)
-            if score_sets:
-                score(score_sets, "test", epoch, record)
-        history.append(record)
-        is_best = "val_mean_pixel_f1" in record and (best_metric is None or record["val_mean_pixel_f1"] > best_metric)
-        if is_best:
-            best_metric = record["val_mean_pixel_f1"]
-            save(output_dir / BEST, epoch, best=True)
-        save(output_dir / LAST, epoch)
-        guard.saved(output_dir / LAST, epoch)
-        if values["save_period"] and (epoch + 1) % values["save_period"] == 0:
-            save(output_dir / f"checkpoint-{epoch}.pth", epoch)
-        if runtime.is_main:
-            if log_writer is not None:
-                log_writer.flush()
-            with open(output_dir / "log.txt", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(_jsonable(record)) + "\n")
-            scored = "val_mean_pixel_f1" in record
-            selection = (values["select_on"], record["val_mean_pixel_f1"], is_best) if scored else None
-            print(summary_line(
-                epoch, values["epochs"], guard.mean_loss, selection, progress.images_per_second, time.time() - epoch_started
-            ), flush=True)
-    if log_writer is not None:
-        log_writer.close()
-    if runtime.is_main:
-        print(f"Training time {time.time() - started:.0f} s; checkpoints in {output_dir}")
-    best_path = output_dir / BEST
-    return TrainResult(
-        output_dir, output_dir / LAST, best_path if best_path.is_file() else None, best_metric, history, selected_on
-    )
+    checkpoints.write(state, path)
 
 
 def _load_scaler(loss_scaler: Any, state: dict[str, Any], path: Path, runtime: Runtime) -> None:
@@ -406,14 +470,13 @@ def _load_scaler(loss_scaler: Any, state: dict[str, Any], path: Path, runtime: R
         print(f"--resume: {path} has no fp16 loss scale (it trained without fp16): loss scaling starts afresh")
 
 
-def _note_changes(state: dict[str, Any], precision: str, values: dict[str, Any]) -> None:
+def _note_changes(saved: TrainingState, precision: str, config: TrainConfig) -> None:
     """Say when a resumed run differs from its checkpoint in precision or held-out split."""
-    if state.get("precision") not in (None, precision):
-        print(f"--resume: the checkpoint trained in {state['precision']}; this run goes on in {precision}")
-    saved = state.get("args")
-    before = {k: getattr(saved, k, None) for k in ("select_on", "val_fraction")} if saved is not None else {}
-    now = {k: values[k] for k in before}
-    if before and before != now and all(v is not None for v in before.values()):
+    if saved.precision not in (None, precision):
+        print(f"--resume: the checkpoint trained in {saved.precision}; this run goes on in {precision}")
+    before = {k: saved.run_args.get(k) for k in ("select_on", "val_fraction")}
+    now = {k: getattr(config, k) for k in before}
+    if before != now and all(v is not None for v in before.values()):
         print(f"--resume: the checkpoint held out rows with {before}, this run with {now}: the training rows differ")
 
 

@@ -114,3 +114,41 @@ def test_shipped_configs_are_valid(name):
                 model_builder.parse_model_args(config.values["model"], config.model_args, [], 512)
             return
     pytest.fail(f"{path} fits no command's options")
+
+
+def test_train_config_has_a_typed_field_for_each_option():
+    """An option added to ``benco train``'s table without a field in ``TrainConfig`` (or the
+    reverse) fails here, and ``run_config.typed`` refuses to build from such a table."""
+    import typing
+    from dataclasses import fields
+
+    from imdlbenco_maskclip import run_config
+    from imdlbenco_maskclip.commands import train
+    from imdlbenco_maskclip.train_config import TrainConfig
+
+    assert [f.name for f in fields(TrainConfig)] == [o.name for o in train.OPTIONS]
+    hints = typing.get_type_hints(TrainConfig)
+    for option in train.OPTIONS:
+        if option.default is not None:
+            allowed = typing.get_args(hints[option.name]) or (hints[option.name],)
+            assert isinstance(option.default, tuple(typing.get_origin(t) or t for t in allowed)), option.name
+    extra = run_config.Option("new_option", int, 1, "an option without a field")
+    with pytest.raises(TypeError, match=r"options without a field: \['new_option'\]"):
+        run_config.typed(TrainConfig, [*train.OPTIONS, extra], {})
+
+
+def test_train_config_takes_defaults_then_config_file_then_flags(tmp_path):
+    import argparse
+
+    from imdlbenco_maskclip import run_config
+    from imdlbenco_maskclip.commands import train
+    from imdlbenco_maskclip.train_config import TrainConfig
+
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("model: MaskCLIP\nepochs: 3\nlr: 0.001\ngenerators: sd15\n")
+    parser = argparse.ArgumentParser()
+    train.configure(parser)
+    flags = parser.parse_args(["--epochs", "5", "--if_padding"])
+    config = run_config.typed(TrainConfig, train.OPTIONS, run_config.resolve(train.OPTIONS, flags, str(config_file)).values)
+    assert (config.model, config.epochs, config.lr, config.generators) == ("MaskCLIP", 5, 0.001, ["sd15"])
+    assert (config.if_padding, config.seed, config.amp, config.data_path) == (True, 42, "auto", None)

@@ -4,7 +4,6 @@ keep their own row groups, and ``benco train`` using it for OpenSDI shards."""
 
 from __future__ import annotations
 
-import argparse
 import io
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -158,23 +157,27 @@ def test_needs_row_groups(mani_export):
         RowGroupShuffleSampler(ManiDataset(str(mani_export), is_resizing=True, output_size=(32, 32)))
 
 
-def _loader_args(shuffle: str) -> argparse.Namespace:
-    return argparse.Namespace(shuffle=shuffle, seed=7, num_workers=0)
+def _loader_config(shuffle: str):
+    from imdlbenco_maskclip.commands import train
+    from imdlbenco_maskclip.run_config import typed
+    from imdlbenco_maskclip.train_config import TrainConfig
+
+    return typed(TrainConfig, train.OPTIONS, {"shuffle": shuffle, "seed": 7, "num_workers": 0, "batch_size": 4})
 
 
 def test_training_loader_uses_rowgroup_order_for_opensdi_only(opensdi_root, mani_export):
     from IMDLBenCo.datasets import ManiDataset
 
     from imdlbenco_maskclip.distributed import Runtime
-    from imdlbenco_maskclip.training import _loader
+    from imdlbenco_maskclip.training import _training_loader
 
     runtime = Runtime(device=torch.device("cpu"))
     opensdi = _dataset(opensdi_root)
-    loader = _loader(opensdi, 4, runtime, _loader_args("rowgroup"), train=True)
+    loader = _training_loader(opensdi, _loader_config("rowgroup"), runtime)
     assert isinstance(loader.batch_sampler, RowGroupBatchSampler) and loader.batch_sampler.sampler.seed == 7
-    assert isinstance(_loader(opensdi, 4, runtime, _loader_args("global"), train=True).sampler, RandomSampler)
+    assert isinstance(_training_loader(opensdi, _loader_config("global"), runtime).sampler, RandomSampler)
     mani = ManiDataset(str(mani_export), is_resizing=True, output_size=(32, 32))
-    assert isinstance(_loader(mani, 4, runtime, _loader_args("rowgroup"), train=True).sampler, RandomSampler)
+    assert isinstance(_training_loader(mani, _loader_config("rowgroup"), runtime).sampler, RandomSampler)
 
 
 def test_train_uses_rowgroup_order_and_resume_replays_it(tmp_path, monkeypatch):

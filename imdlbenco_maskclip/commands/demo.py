@@ -14,13 +14,16 @@ _KEPT = (
     "min_lr", "warmup_epochs", "weight_decay", "accum_iter", "log_per_epoch_count", "amp", "if_predict_label",
     "find_unused_parameters", "seed", "num_workers", "log_dir",
 )
+SAMPLE_OPTIONS = [
+    Option("sample_size", parse_size, 128, "side of the synthetic images", metavar="PX"),
+    Option("train_per_class", parse_size, 64, "training images per real/fake and entire/partial", metavar="N"),
+    Option("test_per_class", parse_size, 16, "test images per class and generator", metavar="N"),
+]
 OPTIONS = [
     *(_TRAIN[name] for name in _KEPT),
     replace(_TRAIN["device"], default="cpu"),
     replace(_TRAIN["output_dir"], default="./benco_demo"),
-    Option("sample_size", parse_size, 128, "side of the synthetic images", metavar="PX"),
-    Option("train_per_class", parse_size, 64, "training images per real/fake and entire/partial", metavar="N"),
-    Option("test_per_class", parse_size, 16, "test images per class and generator", metavar="N"),
+    *SAMPLE_OPTIONS,
 ]
 
 
@@ -30,20 +33,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imdlbenco_maskclip import demo, distributed, model_builder, reporting, run_config
+    from imdlbenco_maskclip.train_config import TrainConfig
 
-    config = run_config.resolve(OPTIONS, args, args.config)
-    values = {**{o.name: o.default for o in train.OPTIONS}, **config.values}
-    model_args = model_builder.parse_model_args(values["model"], config.model_args, args.model_flags, values["image_size"])
-    runtime = distributed.start(values["device"])
+    resolved = run_config.resolve(OPTIONS, args, args.config)
+    config = run_config.typed(TrainConfig, train.OPTIONS, resolved.values)
+    sample = run_config.typed(demo.Sample, SAMPLE_OPTIONS, resolved.values)
+    model_args = model_builder.parse_model_args(config.model, resolved.model_args, args.model_flags, config.image_size)
+    runtime = distributed.start(config.device)
     try:
-        result = demo.run_demo(values, model_args, runtime)
+        result = demo.run_demo(config, sample, model_args, runtime)
     finally:
         distributed.stop(runtime)
     if not runtime.is_main:
         return 0
-    print(f"\nUntrained {values['model']} on the held-out synthetic test splits:\n")
+    print(f"\nUntrained {config.model} on the held-out synthetic test splits:\n")
     print(reporting.result_table(result.untrained))
-    print(f"\nAfter {values['epochs']} epochs on the synthetic sd15 training split:\n")
+    print(f"\nAfter {config.epochs} epochs on the synthetic sd15 training split:\n")
     print(reporting.result_table(result.trained))
     before, after = result.untrained.mean.pixel_f1, result.trained.mean.pixel_f1
     print(f"\nMean pixel F1 on held-out partial fakes: untrained {before:.4f} -> trained {after:.4f}")

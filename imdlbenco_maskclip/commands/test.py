@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if not runtime.is_main:
         return 0
     output_dir = Path(values["output_dir"] or Path(values["checkpoint"]).expanduser().parent)
-    selected_on = recorded.get("selected_on")
-    notes = selection_warnings(recorded.get("selection_data"), values["test_data_path"], [r.split for r in result.rows])
+    selected_on = recorded.selected_on
+    notes = selection_warnings(recorded.selection_data, values["test_data_path"], [r.split for r in result.rows])
     for note in notes:
         print(f"benco test: warning: {note}", file=sys.stderr)
     print(f"\nOpenSDI protocol, {name}, {values['checkpoint']} (selected on: {selected_on or 'not recorded'})\n")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     )
     facts = {
         "model": name,
-        "model options": ", ".join(f"{k}={v}" for k, v in sorted({**recorded.get("model_args", {}), **config.model_args}.items())) or "-",
+        "model options": ", ".join(f"{k}={v}" for k, v in sorted({**recorded.model_args, **config.model_args}.items())) or "-",
         "checkpoint": values["checkpoint"],
         "selected on": selected_on or "not recorded in the checkpoint",
         "test data": " ".join(values["test_data_path"]),

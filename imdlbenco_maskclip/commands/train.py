@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from imdlbenco_maskclip.augmentations import AUGMENTATIONS
 from imdlbenco_maskclip.commands import shared
 from imdlbenco_maskclip.run_config import Option, parse_rate, parse_size
+from imdlbenco_maskclip.train_config import TrainConfig
 
 OPTIONS = [
     shared.MODEL,
@@ -54,32 +56,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from imdlbenco_maskclip import run_config
-    from imdlbenco_maskclip.errors import UserError
 
-    config = run_config.resolve(OPTIONS, args, args.config)
-    values = config.values
-    shared.require(values, "model")
+    resolved = run_config.resolve(OPTIONS, args, args.config)
+    shared.require(resolved.values, "model")
     if not args.model_help:
-        shared.require(values, "data_path")
+        shared.require(resolved.values, "data_path")
     from imdlbenco_maskclip import distributed, model_builder, reproducibility, training
 
     if args.model_help:
-        print(model_builder.model_options_help(values["model"]))
+        print(model_builder.model_options_help(resolved.values["model"]))
         return 0
-    model_args = model_builder.parse_model_args(values["model"], config.model_args, args.model_flags, values["image_size"])
-    if values["deterministic"]:
+    config = run_config.typed(TrainConfig, OPTIONS, resolved.values)
+    model_args = model_builder.parse_model_args(config.model, resolved.model_args, args.model_flags, config.image_size)
+    if config.deterministic:
         reproducibility.make_deterministic()
-    runtime = distributed.start(values["device"])
+    runtime = distributed.start(config.device)
     try:
-        if values["global_batch_size"] is not None:
-            steps = training.accumulation_steps(values["global_batch_size"], values["batch_size"], runtime.world_size)
-            if config.sources["accum_iter"] != "default" and values["accum_iter"] != steps:
-                raise UserError(
-                    f"--accum_iter {values['accum_iter']} (from {config.sources['accum_iter']}) contradicts --global_batch_size "
-                    f"{values['global_batch_size']} = --batch_size {values['batch_size']} x {runtime.world_size} process(es) x {steps}; give one of them"
-                )
-            values["accum_iter"] = steps
-        result = training.train(values, values["model"], model_args, runtime)
+        if config.global_batch_size is not None:
+            config = replace(config, accum_iter=_accumulation(config, resolved.sources["accum_iter"], runtime.world_size))
+        result = training.train(config, model_args, runtime)
     finally:
         distributed.stop(runtime)
     if runtime.is_main:
@@ -90,3 +85,18 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"Done: {result.last_checkpoint}{best}")
     return 0
+
+
+def _accumulation(config: TrainConfig, accum_iter_source: str, world_size: int) -> int:
+    """The accumulation steps ``--global_batch_size`` asks for; an ``--accum_iter`` given as
+    well (``accum_iter_source`` says where from) must agree."""
+    from imdlbenco_maskclip.errors import UserError
+    from imdlbenco_maskclip.training import accumulation_steps
+
+    steps = accumulation_steps(config.global_batch_size, config.batch_size, world_size)
+    if accum_iter_source != "default" and config.accum_iter != steps:
+        raise UserError(
+            f"--accum_iter {config.accum_iter} (from {accum_iter_source}) contradicts --global_batch_size "
+            f"{config.global_batch_size} = --batch_size {config.batch_size} x {world_size} process(es) x {steps}; give one of them"
+        )
+    return steps
