@@ -226,8 +226,10 @@ class OpenSDIDataset(AbstractDataset):
             if not isinstance(mask, np.ndarray):
                 mask = np.full((height, width, 3), mask, dtype=np.uint8)
             augmented = self.common_transforms(image=image, mask=mask)
-            image, mask = augmented["image"], augmented["mask"]
-            label = 1 if mask.any() else 0
+            image, changed = augmented["image"], augmented["mask"]
+            if changed is not mask:  # a crop may cut the manipulated region out: the label follows the mask
+                label = 1 if changed.any() else 0
+            mask = changed
         if isinstance(mask, np.ndarray):
             binary = binarize(mask)
         else:

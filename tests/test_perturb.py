@@ -126,6 +126,27 @@ def test_datasets_perturb_the_image_and_leave_mask_and_label(source, request):
         assert changed == len(clean), level.key
 
 
+def test_a_fake_whose_mask_is_black_stays_fake_under_a_perturbation(tmp_path):
+    """The label follows the stored one: only a transform that changes the mask (a crop) may change it."""
+    import io
+
+    from PIL import Image
+
+    from dataset_adapters.synthetic import write_opensdi_shard
+
+    def png(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    image = png(_image(3, (32, 32, 3)))
+    black = png(np.zeros((32, 32, 3), np.uint8))
+    write_opensdi_shard(tmp_path / "data" / "sd15-00000-of-00001.parquet", [("partial/sd15/fake/0.png", image, black, 1)])
+    for transforms in (None, PerturbImage(Perturbation("noise", 5.0), 0)):
+        (sample,) = _samples(str(tmp_path), transforms)
+        assert sample["label"] == 1 and float(sample["mask"].sum()) == 0.0
+
+
 def test_the_perturbation_comes_before_the_models_resize(opensdi_root):
     """A sample of a perturbed OpenSDIDataset is the perturbed full-size image, then resized."""
     level = Perturbation("noise", 10)
