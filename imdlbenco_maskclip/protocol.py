@@ -158,31 +158,36 @@ def mark_partial_fakes(records: Sequence[ImageRecord]) -> list[ImageRecord]:
     return [replace(r, partial=is_partial_key(r.name) if keyed else r.masked_fake) for r in records]
 
 
-def _finite(value: float) -> float | None:
-    return value if np.isfinite(value) else None
+def _values(per_image: torch.Tensor) -> list[float | None]:
+    """A Benco pixel evaluator's per-image values as floats, None where not finite."""
+    return [value if np.isfinite(value) else None for value in torch.as_tensor(per_image, dtype=torch.float64).tolist()]
 
 
 def _batch_records(split: str, indices: Sequence[int], batch: dict, output: dict) -> list[ImageRecord]:
-    mask = batch["mask"].float().cpu()
+    """The batch's records; the pixel metrics run where the prediction is (the GPU in a GPU run),
+    and only their per-image values come back."""
+    mask = batch["mask"].float()
     label = torch.as_tensor(batch["label"]).flatten().cpu()
-    shape_mask = None if batch.get("shape_mask") is None else batch["shape_mask"].float().cpu()
-    masked = masked_fakes(mask, label, shape_mask)
+    shape_mask = None if batch.get("shape_mask") is None else batch["shape_mask"].float()
+    masked = masked_fakes(mask, label.to(mask.device), shape_mask).cpu()
     fake = label == 1
     pixel: list[dict[str, float | None]] = [{} for _ in range(len(label))]
     curves: list[tuple[float | None, ...]] = [() for _ in range(len(label))]
     pred_mask = output.get("pred_mask")
     if pred_mask is not None and bool(fake.any()):
         sel = fake.nonzero().flatten()
-        pm, gt = pred_mask.detach().float().cpu()[sel], mask[sel]
-        sm = None if shape_mask is None else shape_mask[sel]
+        rows = sel.tolist()
+        on_device = sel.to(pred_mask.device)
+        pm, gt = pred_mask.detach().float()[on_device], mask[on_device]
+        sm = None if shape_mask is None else shape_mask[on_device]
         for metric in pixel_metrics():
-            values = metric.benco_evaluator()(threshold=0.5).batch_update(pm, gt, sm)
-            for j, i in enumerate(sel.tolist()):
-                pixel[i][metric.name] = _finite(float(values[j]))
+            values = _values(metric.benco_evaluator()(threshold=0.5).batch_update(pm, gt, sm))
+            for j, i in enumerate(rows):
+                pixel[i][metric.name] = values[j]
         f1 = metric_named("pixel_f1").benco_evaluator()
-        by_threshold = [f1(threshold=t).batch_update(pm, gt, sm) for t in THRESHOLDS]
-        for j, i in enumerate(sel.tolist()):
-            curves[i] = tuple(_finite(float(values[j])) for values in by_threshold)
+        by_threshold = [_values(f1(threshold=t).batch_update(pm, gt, sm)) for t in THRESHOLDS]
+        for j, i in enumerate(rows):
+            curves[i] = tuple(values[j] for values in by_threshold)
     pred_label = output.get("pred_label")
     probabilities = [None] * len(label) if pred_label is None else pred_label.detach().float().flatten().cpu().tolist()
     return [
