@@ -20,7 +20,7 @@ from imdlbenco_maskclip.errors import UserError
 
 COMMANDS = {
     "train": "train a registered model (MaskCLIP or a Benco baseline) on OpenSDI shards or Benco data",
-    "test": "run the OpenSDI protocol on a checkpoint and write the results table",
+    "test": "run the OpenSDI protocol on a checkpoint; write the results tables and an HTML report",
     "compare": "several runs' protocol tables side by side: Markdown, CSV, JSON and an HTML page with charts",
     "predict": "write masks, overlays and fake probabilities for images, folders or shards",
     "serve": "a local web page: drop an image, see the checkpoint's mask and fake probability",
