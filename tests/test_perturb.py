@@ -9,6 +9,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from dataset_adapters import OpenSDIDataset
 from imdlbenco_maskclip import cli
@@ -90,6 +91,13 @@ def test_noise_is_seeded_by_the_seed_and_the_pixels():
     assert spread.std() == pytest.approx(10, rel=0.05) and abs(spread.mean()) < 0.5
     for level in ONE_OF_EACH:  # every kind: same seed, same pixels
         assert np.array_equal(level.apply(image, 3), level.apply(image, 3))
+
+
+def test_noise_does_not_depend_on_the_reading_order(opensdi_root):
+    dataset = open_dataset(str(opensdi_root), DatasetOptions(SIZE, transforms=PerturbImage(Perturbation("noise", 10.0), 0)), ["sd15"])
+    forward = [dataset[i]["image"] for i in range(len(dataset))]
+    backward = [dataset[i]["image"] for i in reversed(range(len(dataset)))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
 
 
 def test_lower_jpeg_quality_is_further_from_the_clean_image():
