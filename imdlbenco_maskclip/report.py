@@ -24,9 +24,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from imdlbenco_maskclip import html_page, inference, pictures
+from imdlbenco_maskclip import html_page, inference, pictures, protocol
 from imdlbenco_maskclip.atomic import write_text
-from imdlbenco_maskclip.protocol import METRICS, THRESHOLDS, ImageRecord, Metric, ProtocolResult
+from imdlbenco_maskclip.protocol import THRESHOLDS, ImageRecord, Metric, ProtocolResult
 from imdlbenco_maskclip.reporting import PAPER_NAMES, leaderboard, paper_rows, paper_value
 
 REPORT_NAME = "opensdi_report.html"
@@ -161,7 +161,7 @@ def write_report(
     numbers), the per-image ``records`` (curves) and the ``examples``."""
     payload = json.loads((output_dir / "opensdi_results.json").read_text(encoding="utf-8"))
     splits = [row["split"] for row in payload["splits"]]
-    metrics = [m for m in METRICS if any(row.get(m.name) is not None for row in [*payload["splits"], payload["mean"]])]
+    metrics = [m for m in protocol.METRICS if any(row.get(m.name) is not None for row in [*payload["splits"], payload["mean"]])]
     sections = [
         _facts_section(facts),
         "".join(f'<p class="warning">{html_page.escape(note)}</p>' for note in notes),
@@ -201,7 +201,7 @@ def _table_section(payload: Mapping[str, Any]) -> str:
 def _paper_table(payload: Mapping[str, Any]) -> str:
     columns = [*leaderboard()["generators"], "mean"]
     ours = {row["split"]: row for row in [*payload["splits"], payload["mean"]]}
-    shown = [m for m in METRICS if m.paper is not None]
+    shown = [m for m in protocol.METRICS if m.paper is not None]
     header = ["model", *(f"{g} {m.title}" for g in columns for m in shown)]
     rows = [[f"ours: {payload['model']}", *(ours.get(g, {}).get(m.name) for g in columns for m in shown)]]
     rows += [[f"{name} (paper)", *(paper_value(name, g, m) for g in columns for m in shown)] for name in paper_rows()]

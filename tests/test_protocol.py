@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from imdlbenco_maskclip import protocol, reporting
+from imdlbenco_maskclip import protocol, report, reporting
 from imdlbenco_maskclip.data_sources import DatasetOptions, protocol_datasets
 from imdlbenco_maskclip.distributed import Runtime
 
@@ -176,3 +176,5 @@ def test_a_metric_is_one_entry_in_the_table_of_metrics(tmp_path, monkeypatch):
         assert "pixel_iou_again" in next(csv.reader(handle))
     with open(tmp_path / "out" / "per_image.csv") as handle:
         assert "pixel_iou_again" in next(csv.reader(handle))
+    page = report.write_report(tmp_path / "out", result.records, [], {"model": "Crafted"}).read_text()
+    assert "<th>IoU again</th>" in page and "alt=\"Each metric per generator\"" in page
