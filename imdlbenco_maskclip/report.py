@@ -117,7 +117,13 @@ def roc(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray] | None:
 
 def run_facts(result: ProtocolResult, device: torch.device, amp: str) -> dict[str, Any]:
     """What every report states besides the model and data: counts, device, date, versions."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return f"{package} {version(package)}"
+        except PackageNotFoundError:  # run from a source tree
+            return f"{package} (not installed)"
 
     return {
         "images": f"{result.mean.n_images} ({result.mean.n_real} real, {result.mean.n_fake} fake; "
@@ -125,7 +131,7 @@ def run_facts(result: ProtocolResult, device: torch.device, amp: str) -> dict[st
         "generators": ", ".join(r.split for r in result.rows),
         "device": f"{device}" + (f", autocast {amp}" if device.type == "cuda" and amp != "off" else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "versions": f"imdlbenco {version('imdlbenco')}, imdlbenco-maskclip {version('imdlbenco-maskclip')}, torch {torch.__version__}",
+        "versions": f"{installed('imdlbenco')}, {installed('imdlbenco-maskclip')}, torch {torch.__version__}",
     }
 
 
