@@ -67,7 +67,7 @@ def figure_html(uri: str, caption: str, figure_id: str) -> str:
 
 
 def cell(value: Any) -> str:
-    """A table cell's text: floats to four places, missing values as a dash."""
+    """A table cell's text, in Markdown and HTML alike: floats to four places, missing values as a dash."""
     if value is None:
         return "-"
     if isinstance(value, float):

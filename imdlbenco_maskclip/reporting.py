@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from imdlbenco_maskclip.atomic import write_text
+from imdlbenco_maskclip.html_page import cell
 from imdlbenco_maskclip.protocol import Metric, ProtocolResult, image_metrics, pixel_metrics
 
 LEADERBOARD = Path(__file__).resolve().parent / "resources" / "opensdi_leaderboard.json"
@@ -37,16 +38,8 @@ def columns() -> list[tuple[str, str]]:
     ]
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    cells = [[_cell(v) for v in row] for row in rows]
+    cells = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"  # noqa: E731
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
