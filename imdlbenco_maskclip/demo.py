@@ -138,7 +138,7 @@ def _run(
         result = training.train(training_run, model_args, runtime)
     trained_model, _, _ = from_checkpoint(str(result.last_checkpoint), config.model, {}, [], config.image_size)
     with _phase("Scoring the trained model", log, runtime):
-        trained = protocol.evaluate(trained_model, tests, runtime, config.test_batch_size)
+        trained = protocol.evaluate(trained_model, tests, runtime, config.test_batch_size, curves=True)
 
     results_dir = output_dir / "results"
     reporting.write_results(trained, results_dir, config.model, str(result.last_checkpoint), compare=False)

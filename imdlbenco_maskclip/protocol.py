@@ -90,7 +90,8 @@ class ImageRecord:
     ``masked_fake``: fake with a mask that is not white everywhere; ``partial``: counted for
     localization (see ``mark_partial_fakes``); ``pixel``: each pixel metric's value for a fake
     image (None where it is not finite); ``f1_by_threshold``: a fake's pixel F1 at each of
-    ``THRESHOLDS`` (empty for real images and models without a mask)."""
+    ``THRESHOLDS`` when the run asked for curves (else, for real images and for models
+    without a mask: empty)."""
 
     split: str
     index: int
@@ -163,16 +164,17 @@ def _values(per_image: torch.Tensor) -> list[float | None]:
     return [value if np.isfinite(value) else None for value in torch.as_tensor(per_image, dtype=torch.float64).tolist()]
 
 
-def _batch_records(split: str, indices: Sequence[int], batch: dict, output: dict) -> list[ImageRecord]:
-    """The batch's records; the pixel metrics run where the prediction is (the GPU in a GPU run),
-    and only their per-image values come back."""
+def _batch_records(split: str, indices: Sequence[int], batch: dict, output: dict, curves: bool) -> list[ImageRecord]:
+    """The batch's records (with ``curves``, each fake's F1 at every threshold too); the pixel
+    metrics run where the prediction is (the GPU in a GPU run), and only their per-image
+    values come back."""
     mask = batch["mask"].float()
     label = torch.as_tensor(batch["label"]).flatten().cpu()
     shape_mask = None if batch.get("shape_mask") is None else batch["shape_mask"].float()
     masked = masked_fakes(mask, label.to(mask.device), shape_mask).cpu()
     fake = label == 1
     pixel: list[dict[str, float | None]] = [{} for _ in range(len(label))]
-    curves: list[tuple[float | None, ...]] = [() for _ in range(len(label))]
+    per_threshold: list[tuple[float | None, ...]] = [() for _ in range(len(label))]
     pred_mask = output.get("pred_mask")
     if pred_mask is not None and bool(fake.any()):
         sel = fake.nonzero().flatten()
@@ -184,15 +186,16 @@ def _batch_records(split: str, indices: Sequence[int], batch: dict, output: dict
             values = _values(metric.benco_evaluator()(threshold=0.5).batch_update(pm, gt, sm))
             for j, i in enumerate(rows):
                 pixel[i][metric.name] = values[j]
-        f1 = metric_named("pixel_f1").benco_evaluator()
-        by_threshold = [_values(f1(threshold=t).batch_update(pm, gt, sm)) for t in THRESHOLDS]
-        for j, i in enumerate(rows):
-            curves[i] = tuple(values[j] for values in by_threshold)
+        if curves:
+            f1 = metric_named("pixel_f1").benco_evaluator()
+            by_threshold = [_values(f1(threshold=t).batch_update(pm, gt, sm)) for t in THRESHOLDS]
+            for j, i in enumerate(rows):
+                per_threshold[i] = tuple(values[j] for values in by_threshold)
     pred_label = output.get("pred_label")
     probabilities = [None] * len(label) if pred_label is None else pred_label.detach().float().flatten().cpu().tolist()
     return [
         ImageRecord(
-            split, indices[i], str(batch["name"][i]), int(label[i]), bool(masked[i]), False, probabilities[i], pixel[i], curves[i]
+            split, indices[i], str(batch["name"][i]), int(label[i]), bool(masked[i]), False, probabilities[i], pixel[i], per_threshold[i]
         )
         for i in range(len(label))
     ]
@@ -207,9 +210,11 @@ def run_split(
     num_workers: int,
     autocast: torch.dtype | None = None,
     progress: bool = True,
+    curves: bool = False,
 ) -> list[ImageRecord]:
     """Predict every image of one split (this rank's share of it) and record the outcome;
-    ``progress`` shows a bar on the main process."""
+    ``progress`` shows a bar on the main process; ``curves`` records each fake's pixel F1 at
+    every one of ``THRESHOLDS`` (for the report; 19 more evaluations per batch)."""
     indices = range(runtime.rank, len(dataset), runtime.world_size) if runtime.distributed else range(len(dataset))
     share = Subset(dataset, indices) if runtime.distributed else dataset
     loader = DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False)
@@ -224,7 +229,7 @@ def run_split(
             batch = {k: v.to(runtime.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             done = len(records)
             batch_indices = indices[done:done + len(batch["name"])]
-            records.extend(_batch_records(split, batch_indices, batch, inference.forward(model, batch)))
+            records.extend(_batch_records(split, batch_indices, batch, inference.forward(model, batch), curves))
     return records
 
 
@@ -281,11 +286,12 @@ def evaluate(
     num_workers: int = 0,
     autocast: torch.dtype | None = None,
     progress: bool = True,
+    curves: bool = False,
 ) -> ProtocolResult:
-    """The protocol over ``datasets`` (one per table row)."""
+    """The protocol over ``datasets`` (one per table row); ``curves``: see ``run_split``."""
     rows, records = [], []
     for split, dataset in datasets.items():
-        split_records = run_split(model, split, dataset, runtime, batch_size, num_workers, autocast, progress)
+        split_records = run_split(model, split, dataset, runtime, batch_size, num_workers, autocast, progress, curves)
         split_records = gather(split_records, runtime)
         split_records = mark_partial_fakes(split_records)
         rows.append(score_split(split, split_records))

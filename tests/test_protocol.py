@@ -167,6 +167,7 @@ def test_a_metric_is_one_entry_in_the_table_of_metrics(tmp_path, monkeypatch):
     datasets = protocol_datasets([f"mine={tmp_path / 'mani'}"], DatasetOptions(SIZE), None)
     result = protocol.evaluate(CraftedModel(masks, labels), datasets, Runtime(torch.device("cpu")), 4)
     assert result.rows[0].pixel_iou_again == pytest.approx(result.rows[0].pixel_iou)
+    assert all(r.f1_by_threshold == () for r in result.records)  # curves only when asked for (the report's)
     assert result.mean.pixel_iou_again == pytest.approx(result.mean.pixel_iou)
     assert "IoU again" in reporting.result_table(result)
     reporting.write_results(result, tmp_path / "out", "Crafted", "none.pth", compare=False)

@@ -70,12 +70,14 @@ def run(args: argparse.Namespace) -> int:
         options = DatasetOptions(values["image_size"], bool(values["if_padding"]))
         amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(values["amp"]) if runtime.device.type == "cuda" else None
 
-        def score(dataset_options: DatasetOptions) -> tuple[protocol.ProtocolResult, dict]:
+        def score(dataset_options: DatasetOptions, curves: bool = False) -> tuple[protocol.ProtocolResult, dict]:
             datasets = protocol_datasets(values["test_data_path"], dataset_options, values["generators"])
-            scored = protocol.evaluate(model, datasets, runtime, values["test_batch_size"], values["num_workers"], amp)
+            scored = protocol.evaluate(
+                model, datasets, runtime, values["test_batch_size"], values["num_workers"], amp, curves=curves
+            )
             return scored, datasets
 
-        result, datasets = score(options)
+        result, datasets = score(options, curves=True)
         examples = (
             report.render_examples(model, datasets, report.choose_examples(result.records), runtime.device)
             if runtime.is_main else []
