@@ -33,14 +33,13 @@ PUBLISHED = "published"
 @dataclass
 class Checkpoint:
     """A checkpoint file read but not yet built: its layout, the model it names (None when
-    it does not say), the options it records, its state dict (no DDP prefix) and everything
-    else it records (``selected_on``, the run's ``args``, ...)."""
+    it does not say), the options it records, and everything it holds (``saved``: the
+    weights without DDP prefix, ``selected_on``, the run's ``args``, ...)."""
 
     path: str
     layout: str
     model_name: str | None
     model_options: dict[str, Any]
-    state: dict[str, torch.Tensor]
     saved: checkpoints.TrainingState = field(repr=False)
 
 
@@ -53,9 +52,9 @@ def read_checkpoint(checkpoint: str | Path) -> Checkpoint:
         raise FileNotFoundError(f"no checkpoint file {path}")
     saved = checkpoints.read(path)
     if is_published(saved.weights):
-        return Checkpoint(str(path), PUBLISHED, "MaskCLIP", {"setting": "paper"}, saved.weights, saved)
+        return Checkpoint(str(path), PUBLISHED, "MaskCLIP", {"setting": "paper"}, saved)
     layout = PACKAGE if saved.model_name is not None else BENCO
-    return Checkpoint(str(path), layout, saved.named_model, dict(saved.model_args), saved.weights, saved)
+    return Checkpoint(str(path), layout, saved.named_model, dict(saved.model_args), saved)
 
 
 def _is_maskclip(name: str) -> bool:
@@ -77,7 +76,7 @@ def _build_maskclip_for(checkpoint: Checkpoint, options: dict[str, Any]) -> tupl
     from imdlbenco_maskclip.model.weights import create_clip
 
     settings = get_setting(options.get("setting", "paper"))
-    state = checkpoint.state
+    state = checkpoint.saved.weights
     if checkpoint.layout == PUBLISHED:
         if options["setting"] != "paper":
             raise ValueError(f"{checkpoint.path} holds the published OpenSDI MaskCLIP, the paper setting, not {options['setting']}")
@@ -112,7 +111,7 @@ def build_from_checkpoint(checkpoint: Checkpoint, model_name: str | None = None,
     if _is_maskclip(name):
         model, state = _build_maskclip_for(checkpoint, options)
     else:
-        model, state = model_class(name)(**options), checkpoint.state
+        model, state = model_class(name)(**options), checkpoint.saved.weights
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

@@ -22,6 +22,7 @@ from PIL import Image
 
 import imdlbenco_maskclip
 from imdlbenco_maskclip import cli
+from imdlbenco_maskclip.checkpoints import TrainingState
 from imdlbenco_maskclip.loading import PUBLISHED, Checkpoint, build_from_checkpoint
 from imdlbenco_maskclip.model.maskclip import MaskCLIP
 from imdlbenco_maskclip.model.published import from_published
@@ -145,7 +146,7 @@ def test_load_model_takes_the_published_file_offline(loaded, published_state):
 
 def test_a_missing_key_is_an_error_that_names_it(published_state, published_file):
     state = {k: v for k, v in published_state.items() if k != "aggregator.mask_decoder.predict.bias"}
-    incomplete = Checkpoint(str(published_file), PUBLISHED, "MaskCLIP", {"setting": "paper"}, state, {})
+    incomplete = Checkpoint(str(published_file), PUBLISHED, "MaskCLIP", {"setting": "paper"}, TrainingState(state))
     with pytest.raises(ValueError, match="Missing key.*mask_decoder.predict.bias"):
         build_from_checkpoint(incomplete)
 
