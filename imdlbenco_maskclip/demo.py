@@ -69,7 +69,6 @@ def write_sample(root: Path, sample: Sample, seed: int) -> tuple[Path, Path]:
 def _examples(models: list[torch.nn.Module], datasets: dict, per_split: int) -> tuple[list[list[Image.Image]], list[str]]:
     """Rows of [image, truth, each model's mask] for the first partial fakes of each split,
     and the split of each row."""
-    from IMDLBenCo.datasets import denormalize
     from torch.utils.data import default_collate
 
     rows, labels = [], []
@@ -81,7 +80,7 @@ def _examples(models: list[torch.nn.Module], datasets: dict, per_split: int) -> 
             sample = dataset[index]
             if sample["label"] != 1 or bool(sample["mask"].min() == 1):
                 continue
-            row = [Image.fromarray((denormalize(sample["image"]).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy())]
+            row = [pictures.dataset_image(sample["image"])]
             row.append(pictures.probability_png(sample["mask"][0].numpy()))
             for model in models:
                 mask = inference.forward(model, default_collate([sample]))["pred_mask"][0, 0].float().numpy()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from imdlbenco_maskclip.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 OVERLAY_COLOR = np.array([255, 40, 40], dtype=np.float32)
 
@@ -16,6 +19,13 @@ OVERLAY_COLOR = np.array([255, 40, 40], dtype=np.float32)
 def probability_png(probability: np.ndarray) -> Image.Image:
     """A HxW probability map in [0, 1] as an 8-bit grayscale image (white = manipulated)."""
     return Image.fromarray(np.clip(probability * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
+def dataset_image(image: torch.Tensor) -> Image.Image:
+    """A 3xHxW image as a Benco dataset gives it (ImageNet-normalized) back as the RGB picture."""
+    from IMDLBenCo.datasets import denormalize
+
+    return Image.fromarray((denormalize(image).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy())
 
 
 def overlay(image: Image.Image, probability: np.ndarray, threshold: float = 0.5, alpha: float = 0.5) -> Image.Image:

@@ -69,8 +69,6 @@ def render_examples(
     device: torch.device,
 ) -> list[Example]:
     """The chosen images passed through the model again (one batch per split), as thumbnails."""
-    from IMDLBenCo.datasets import denormalize
-
     examples = []
     for split, sides in chosen.items():
         picked = [(side, record) for side, records in sides.items() for record in records]
@@ -79,7 +77,7 @@ def render_examples(
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         probabilities = inference.forward(model, batch)["pred_mask"].detach().float().cpu()
         for (side, record), sample, probability in zip(picked, samples, probabilities):
-            image = Image.fromarray((denormalize(sample["image"]).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy())
+            image = pictures.dataset_image(sample["image"])
             prob = probability[0].numpy()
             examples.append(Example(
                 split, record.name, side, float(record.pixel["pixel_f1"]),
