@@ -38,6 +38,11 @@ def escape(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def data_uri(data: bytes, kind: str = "png") -> str:
+    """Image bytes (``kind``: png or jpeg) as a data URI."""
+    return f"data:image/{kind};base64," + base64.b64encode(data).decode("ascii")
+
+
 def figure_uri(figure: Any) -> str:
     """A matplotlib figure as a PNG data URI; the figure is closed."""
     import matplotlib.pyplot as plt
@@ -45,7 +50,7 @@ def figure_uri(figure: Any) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return data_uri(buffer.getvalue())
 
 
 def picture_uri(picture: Image.Image, photo: bool = False) -> str:
@@ -55,8 +60,7 @@ def picture_uri(picture: Image.Image, photo: bool = False) -> str:
         picture.convert("RGB").save(buffer, format="JPEG", quality=90)
     else:
         picture.save(buffer, format="PNG")
-    kind = "jpeg" if photo else "png"
-    return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return data_uri(buffer.getvalue(), "jpeg" if photo else "png")
 
 
 def figure_html(uri: str, caption: str, figure_id: str) -> str:

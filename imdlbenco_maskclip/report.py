@@ -12,7 +12,6 @@ opens from disk with no network.
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -392,6 +391,6 @@ def _audit_section(audit: Path | None) -> str:
         + html_page.table_html(header, rows, "audit")
     )
     if data.get("figure"):
-        uri = "data:image/png;base64," + base64.b64encode(Path(data["figure"]).read_bytes()).decode("ascii")
+        uri = html_page.data_uri(Path(data["figure"]).read_bytes())
         text += html_page.figure_html(uri, "image width and height per generator and label", "audit-figure")
     return text
