@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
@@ -337,18 +336,15 @@ def chart(comparison: Comparison, metric: protocol.Metric) -> str:
     series = [row for row in metric_rows(comparison, metric) if row[2] is None or row[2].same_model]
     mean = "mean" if comparison.common == comparison.splits else "mean of\ncommon splits"
     groups = [*(s if s in comparison.common else f"{s}*" for s in comparison.splits), mean]
-    width = 0.8 / len(series)
     figure, axes = plt.subplots(figsize=(min(16.0, max(6.0, 0.3 * len(groups) * len(series) + 2)), 3.6))
     colours = plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors
-    for i, (label, values, paper) in enumerate(series):
-        drawn = [(g, v) for g, v in enumerate(values) if v is not None and math.isfinite(v)]
-        hatched = {"hatch": "//", "edgecolor": "white"} if paper is not None else {}
-        axes.bar([g - 0.4 + width * (i + 0.5) for g, _ in drawn], [v for _, v in drawn], width, label=label,
-                 color=colours[i % len(colours)], **hatched)
+    html_page.grouped_bars(axes, groups, [
+        (label, values, {"color": colours[i % len(colours)], **({"hatch": "//", "edgecolor": "white"} if paper is not None else {})})
+        for i, (label, values, paper) in enumerate(series)
+    ])
     if not any(v is not None for _, values, _ in series for v in values):
         axes.text(0.5, 0.5, "no run reports this figure", ha="center", va="center", transform=axes.transAxes)
     axes.axvline(len(groups) - 1.5, color="#888", linewidth=0.8, linestyle=":")
-    axes.set_xticks(range(len(groups)), groups)
     axes.set_xlim(-0.6, len(groups) - 0.4)
     axes.set_ylim(bottom=0)
     axes.set_ylabel(metric.title)

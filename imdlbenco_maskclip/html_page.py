@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from typing import Any, Iterable, Sequence
 
 from PIL import Image
@@ -101,6 +102,19 @@ def page(title: str, body: str) -> str:
         f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
         f"<body><h1>{escape(title)}</h1>\n{body}\n</body></html>\n"
     )
+
+
+def grouped_bars(
+    axis: Any, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float | None], dict[str, Any]]], rotation: float = 0
+) -> None:
+    """Bars on a matplotlib ``axis``: in each group one bar per series, side by side in the
+    series' order; each series is (label, one value per group, bar style). A missing or
+    non-finite value leaves a gap."""
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values, style) in enumerate(series):
+        drawn = [(g, v) for g, v in enumerate(values) if v is not None and math.isfinite(v)]
+        axis.bar([g - 0.4 + width * (i + 0.5) for g, _ in drawn], [v for _, v in drawn], width, label=label, **style)
+    axis.set_xticks(range(len(groups)), groups, rotation=rotation)
 
 
 def pyplot() -> Any:

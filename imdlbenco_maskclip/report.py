@@ -219,26 +219,21 @@ def _bars_section(payload: Mapping[str, Any], metrics: Sequence[Metric]) -> str:
     groups = [row["split"] for row in payload["splits"]] + ["mean"]
     ours = {row["split"]: row for row in [*payload["splits"], payload["mean"]]}
     same = PAPER_NAMES.get(payload["model"])
-    series = [(f"ours: {payload['model']}", lambda g, m: ours[g].get(m.name))]
+    colours = plt.get_cmap("tab20")
+    series = [(f"ours: {payload['model']}", lambda g, m: ours[g].get(m.name), {"color": "black"})]
     if "paper" in payload:
-        series += [(f"{name} (paper)", lambda g, m, name=name: paper_value(name, g, m)) for name in paper_rows()]
+        series += [
+            (f"{name} (paper)", lambda g, m, name=name: paper_value(name, g, m),
+             {"color": colours(k % 20), "alpha": 1.0 if name == same else 0.7})
+            for k, name in enumerate(paper_rows(), 1)
+        ]
     columns = min(4, len(metrics))
     rows = -(-len(metrics) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-    colours = plt.get_cmap("tab20")
     for axis, metric in zip(axes.flat, metrics):
-        shown = [(label, value) for label, value in series if any(value(g, metric) is not None for g in groups)]
-        width = 0.8 / max(len(shown), 1)
-        for k, (label, value) in enumerate(shown):
-            heights = [value(g, metric) if value(g, metric) is not None else np.nan for g in groups]
-            ours_bar = k == 0
-            axis.bar(
-                np.arange(len(groups)) + (k - (len(shown) - 1) / 2) * width, heights, width,
-                label=label, color="black" if ours_bar else colours(k % 20),
-                alpha=1.0 if ours_bar or (same and label.startswith(same + " ")) else 0.7,
-            )
+        values = [(label, [value(g, metric) for g in groups], style) for label, value, style in series]
+        html_page.grouped_bars(axis, groups, [s for s in values if any(v is not None for v in s[1])], rotation=30)
         axis.set_title(metric.title)
-        axis.set_xticks(range(len(groups)), groups, rotation=30)
         axis.set_ylim(0, 1)
     for axis in list(axes.flat)[len(metrics):]:
         axis.axis("off")
