@@ -20,17 +20,15 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
 from dataset_adapters.errors import OpenSDIError
-from dataset_adapters.rows import DECODE_ERRORS
+from dataset_adapters.rows import DECODE_ERRORS, group_images
 from dataset_adapters.shards import ShardIndex, SourceLike, find_shards
 from dataset_adapters.vocabulary import LABEL_NAMES
 
@@ -213,7 +211,7 @@ def audit_opensdi(source: SourceLike, generators: Sequence[str] | None = None) -
         labels = iter(index.label[index.shard == number].tolist())
         with pq.ParquetFile(shard.path) as parquet:
             for group in range(len(shard.group_rows)):
-                for data in _image_bytes(parquet, shard.path, group):
+                for data in group_images(parquet, shard.path, group):
                     label = next(labels)
                     facts = _header_facts(data)
                     if facts is None:
@@ -249,17 +247,6 @@ def load_audit(path: str | os.PathLike) -> dict[str, Any]:
     figure = path.parent / audit.get("figure", FIGURE_NAME)
     audit["figure"] = str(figure.resolve()) if figure.is_file() else None
     return audit
-
-
-def _image_bytes(parquet: pq.ParquetFile, path: str, group: int) -> Iterator[bytes | None]:
-    """The ``image.bytes`` of one row group, one value at a time (the column is not copied whole)."""
-    try:
-        table = parquet.read_row_group(group, columns=["image.bytes"])
-    except (pa.ArrowException, OSError) as error:
-        raise OpenSDIError(f"cannot read row group {group} of shard {path}: {error}") from None
-    for chunk in table.column("image").chunks:
-        for value in pc.struct_field(chunk, "bytes"):
-            yield value.as_py()
 
 
 def _header_facts(data: bytes | None) -> tuple[int, int, str, int, float] | None:

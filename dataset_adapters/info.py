@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from dataset_adapters.rows import DECODE_ERRORS, image_header
+from dataset_adapters.rows import DECODE_ERRORS, group_images, image_header
 from dataset_adapters.shards import OTHER_KIND, ShardIndex, SourceLike, find_shards
 from dataset_adapters.vocabulary import KINDS, generator_order
 
@@ -100,15 +99,15 @@ def _sample_sizes(index: ShardIndex, size_rows: int, info: OpenSDIInfo) -> None:
     picks = np.unique(np.linspace(0, len(groups) - 1, wanted).round().astype(int)) if wanted else []
     for pick in tqdm(picks, desc="image sizes", unit="row group"):
         shard, group = groups[pick]
-        with pq.ParquetFile(index.shards[shard].path) as parquet:
-            table = parquet.read_row_group(group, columns=["image.bytes"])
-        for data in pc.struct_field(table.column("image").combine_chunks(), "bytes").to_pylist():
-            info.size_rows_read += 1
-            size = _header_size(data)
-            if size is None:
-                info.unreadable += 1
-            else:
-                info.sizes[size] += 1
+        path = index.shards[shard].path
+        with pq.ParquetFile(path) as parquet:
+            for data in group_images(parquet, path, group):
+                info.size_rows_read += 1
+                size = _header_size(data)
+                if size is None:
+                    info.unreadable += 1
+                else:
+                    info.sizes[size] += 1
 
 
 def _header_size(data: bytes | None) -> tuple[int, int] | None:

@@ -17,7 +17,7 @@ import io
 import os
 import struct
 from collections import OrderedDict
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,6 +52,18 @@ def image_header(data: bytes) -> tuple[str, tuple[int, int]]:
     Raises one of ``DECODE_ERRORS`` when the header cannot be read."""
     with Image.open(io.BytesIO(data)) as image:
         return image.format or "", image.size
+
+
+def group_images(parquet: pq.ParquetFile, path: str, group: int) -> Iterator[bytes | None]:
+    """The ``image.bytes`` of one whole row group, in row order, one value at a time (the column
+    is not copied whole): for passes over every row's header (``info``, ``audit``)."""
+    try:
+        table = parquet.read_row_group(group, columns=["image.bytes"])
+    except (pa.ArrowException, OSError) as error:
+        raise OpenSDIError(f"cannot read row group {group} of shard {path}: {error}") from None
+    for chunk in table.column("image").chunks:
+        for value in pc.struct_field(chunk, "bytes"):
+            yield value.as_py()
 
 
 class RowReader:
