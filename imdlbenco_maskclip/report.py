@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, default_collate
 from imdlbenco_maskclip import html_page, inference, pictures, protocol
 from imdlbenco_maskclip.atomic import write_text
 from imdlbenco_maskclip.protocol import THRESHOLDS, ImageRecord, Metric, ProtocolResult
-from imdlbenco_maskclip.reporting import PAPER_NAMES, leaderboard, paper_rows, paper_value
+from imdlbenco_maskclip.reporting import PAPER_NAMES, beside_paper, leaderboard, paper_columns, paper_rows, paper_value
 
 REPORT_NAME = "opensdi_report.html"
 AUDIT_NAME = "audit.json"
@@ -202,12 +202,13 @@ def _table_section(payload: Mapping[str, Any]) -> str:
 
 
 def _paper_table(payload: Mapping[str, Any]) -> str:
-    columns = [*leaderboard()["generators"], "mean"]
     ours = {row["split"]: row for row in [*payload["splits"], payload["mean"]]}
     shown = [m for m in protocol.METRICS if m.paper is not None]
-    header = ["model", *(f"{g} {m.title}" for g in columns for m in shown)]
-    rows = [[f"ours: {payload['model']}", *(ours.get(g, {}).get(m.name) for g in columns for m in shown)]]
-    rows += [[f"{name} (paper)", *(paper_value(name, g, m) for g in columns for m in shown)] for name in paper_rows()]
+    header = ["model", *(f"{g} {m.title}" for g in paper_columns() for m in shown)]
+    rows = [
+        [f"ours: {payload['model']}" if name is None else f"{name} (paper)", *values]
+        for name, values in beside_paper(ours, shown)
+    ]
     return (
         f"<h3>Beside the paper</h3><p>{html_page.escape(leaderboard()['source'])}</p>"
         + f'<div class="wide">{html_page.table_html(header, rows, "paper")}</div>'

@@ -82,18 +82,33 @@ def paper_value(model: str, split: str, metric: Metric) -> float | None:
     return leaderboard()[table]["rows"].get(model, {}).get(split, {}).get(key)
 
 
+def paper_columns() -> list[str]:
+    """The leaderboard's generators, then ``mean``: the columns of every table beside the paper."""
+    return [*leaderboard()["generators"], "mean"]
+
+
+def beside_paper(ours: Mapping[str, Mapping[str, Any]], metrics: Sequence[Metric]) -> list[tuple[str | None, list[Any]]]:
+    """Our figures (``ours``: split -> row) and each paper row's, for every one of
+    ``paper_columns`` and ``metrics``: (None for ours or the paper row's name, values)."""
+    columns = paper_columns()
+    rows: list[tuple[str | None, list[Any]]] = [(None, [ours.get(g, {}).get(m.name) for g in columns for m in metrics])]
+    rows += [(name, [paper_value(name, g, m) for g in columns for m in metrics]) for name in paper_rows()]
+    return rows
+
+
 def paper_comparison(result: ProtocolResult, model_name: str) -> str:
     """Our pixel F1 and image accuracy per generator beside every row the paper reports."""
+    from imdlbenco_maskclip.protocol import metric_named
+
     board = leaderboard()
-    columns = [*board["generators"], "mean"]
-    ours = {r.split: r for r in [*result.rows, result.mean]}
-    header = ["model", *[f"{g} {m}" for g in columns for m in ("F1", "acc")]]
-    rows = [[f"ours: {model_name}", *[v for g in columns for v in (getattr(ours.get(g), "pixel_f1", None), getattr(ours.get(g), "image_acc", None))]]]
-    localization, detection = board["localization"]["rows"], board["detection"]["rows"]
-    for name in dict.fromkeys([*localization, *detection]):
-        loc, det = localization.get(name, {}), detection.get(name, {})
-        label = f"{name} (paper{', same model' if PAPER_NAMES.get(model_name) == name else ''})"
-        rows.append([label, *[v for g in columns for v in (loc.get(g, {}).get("f1"), det.get(g, {}).get("acc"))]])
+    shown = {"F1": metric_named("pixel_f1"), "acc": metric_named("image_acc")}
+    header = ["model", *[f"{g} {short}" for g in paper_columns() for short in shown]]
+    ours = {r.split: r.as_dict() for r in [*result.rows, result.mean]}
+    same = PAPER_NAMES.get(model_name)
+    rows = [
+        [f"ours: {model_name}" if name is None else f"{name} (paper{', same model' if name == same else ''})", *values]
+        for name, values in beside_paper(ours, list(shown.values()))
+    ]
     notes = (
         "F1: pixel F1 over partial fakes; acc: image accuracy over all images (both at 0.5). "
         f"Paper figures: {board['source']}. {board.get('note', '')}"
