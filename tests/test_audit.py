@@ -99,6 +99,21 @@ def test_command_writes_json_and_figure_and_prints_a_line_per_generator(shortcut
     assert loaded["generators"] == stored["generators"] and loaded["figure"] == str((out / "audit.png").resolve())
 
 
+def test_only_headers_are_read_not_pixels(tmp_path):
+    """Images whose pixel data is cut off after the header still count: the audit never decodes pixels."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(8):
+        data = encode(rng, (64, 48), "JPEG", 90)
+        with pytest.raises(OSError):  # decoding the pixels fails: the data is truncated
+            Image.open(io.BytesIO(data[: len(data) // 3])).load()
+        rows.append((key("sd15", i % 2, i), data[: len(data) // 3], None, i % 2))
+    write_opensdi_shard(tmp_path / "sd15-00000-of-00001.parquet", rows, 4)
+    (result,) = audit_opensdi(tmp_path).generators
+    assert result.counts == {"real": 4, "fake": 4} and result.unreadable == {"real": 0, "fake": 0}
+    assert set(result.metadata.width.tolist()) == {64} and set(result.metadata.jpeg_quality.tolist()) == {90}
+
+
 def test_audit_lands_beside_the_data_by_default(shortcut_source, capsys):
     """Without --output_dir a folder source gets the audit, where benco test's report finds it."""
     assert cli.main(["opensdi", "audit", str(shortcut_source)]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import pytest
 
@@ -16,14 +17,16 @@ from conftest import TINY_IMAGE_SIZE
 
 @pytest.fixture(scope="module")
 def tested(tiny_checkpoint, opensdi_root, tmp_path_factory):
-    """``benco test --compare-paper --audit --perturb`` of the tiny checkpoint on the synthetic shards,
-    after ``benco opensdi audit`` of them."""
+    """``benco test --compare-paper --perturb`` of the tiny checkpoint on (a copy of) the synthetic
+    shards, after ``benco opensdi audit`` of them has left its audit beside them."""
     output = tmp_path_factory.mktemp("report")
-    assert cli.main(["opensdi", "audit", str(opensdi_root), "--output_dir", str(output / "audit")]) == 0
+    data = output / "data"
+    shutil.copytree(opensdi_root, data)
+    assert cli.main(["opensdi", "audit", str(data)]) == 0
     assert cli.main([
-        "test", "--checkpoint", str(tiny_checkpoint), "--test_data_path", str(opensdi_root), "--image_size", str(TINY_IMAGE_SIZE),
+        "test", "--checkpoint", str(tiny_checkpoint), "--test_data_path", str(data), "--image_size", str(TINY_IMAGE_SIZE),
         "--test_batch_size", "8", "--num_workers", "0", "--device", "cpu", "--compare-paper", "--output_dir", str(output),
-        "--audit", str(output / "audit"), "--perturb", "jpeg:50", "blur:3,7",
+        "--perturb", "jpeg:50", "blur:3,7",
     ]) == 0
     return output
 
@@ -60,6 +63,7 @@ def test_report_states_the_run(tested, shown, tiny_checkpoint):
     results = json.loads((tested / "opensdi_results.json").read_text())
     assert facts["images"].startswith(f"{results['mean']['n_images']} ({results['mean']['n_real']} real")
     assert facts["generators"] == ", ".join(s["split"] for s in results["splits"])
+    assert facts["device"] == "cpu" and facts["date"].endswith(" UTC") and facts["versions"].startswith("imdlbenco 0.1.")
 
 
 def test_report_shows_the_papers_rows(shown):
@@ -115,7 +119,7 @@ def test_report_robustness_table_matches_the_json(tested, shown):
 
 
 def test_report_shows_the_audit(tested, shown):
-    audit = json.loads((tested / "audit" / "audit.json").read_text())
+    audit = json.loads((tested / "data" / "audit.json").read_text())
     rows = {row[0]: row[1:] for row in shown["tables"]["audit"]}
     assert list(rows) == list(audit["generators"])
     for generator, entry in audit["generators"].items():
@@ -126,9 +130,14 @@ def test_report_shows_the_audit(tested, shown):
 def test_an_audit_beside_the_data_is_found(tested, tmp_path):
     data = tmp_path / "OpenSDI_test"
     (data / "data").mkdir(parents=True)
-    (data / "audit.json").write_text((tested / "audit" / "audit.json").read_text())
+    (data / "audit.json").write_text((tested / "data" / "audit.json").read_text())
     assert report.find_audit([f"test={data}"], None) == data / "audit.json"
     assert report.find_audit([str(data / "data" / "sd15-00000-of-00001.parquet")], None) is None
+
+
+def test_audit_flag_takes_the_file_or_its_folder(tested):
+    audit = tested / "data" / "audit.json"
+    assert report.find_audit([], str(audit.parent)) == audit == report.find_audit([], str(audit))
 
 
 def test_audit_flag_names_a_missing_file(tmp_path):
