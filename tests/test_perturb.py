@@ -93,11 +93,15 @@ def test_noise_is_seeded_by_the_seed_and_the_pixels():
         assert np.array_equal(level.apply(image, 3), level.apply(image, 3))
 
 
-def test_noise_does_not_depend_on_the_reading_order(opensdi_root):
+def test_noise_does_not_depend_on_the_reading_order_or_the_workers(opensdi_root):
     dataset = open_dataset(str(opensdi_root), DatasetOptions(SIZE, transforms=PerturbImage(Perturbation("noise", 10.0), 0)), ["sd15"])
     forward = [dataset[i]["image"] for i in range(len(dataset))]
     backward = [dataset[i]["image"] for i in reversed(range(len(dataset)))][::-1]
     assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    from torch.utils.data import DataLoader
+
+    in_workers = [batch["image"][0] for batch in DataLoader(dataset, batch_size=1, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(forward, in_workers))
 
 
 def test_lower_jpeg_quality_is_further_from_the_clean_image():
