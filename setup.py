@@ -1,14 +1,16 @@
 """imdlbenco-maskclip: OpenSDI's MaskCLIP and the OpenSDID dataset inside IMDLBenCo."""
 
+import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+VERSION = re.search(r'^__version__ = "([^"]+)"', (HERE / "imdlbenco_maskclip" / "__init__.py").read_text(), re.M)[1]
 
 setup(
     name="imdlbenco-maskclip",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "MaskCLIP (OpenSDI, CVPR 2025) and the OpenSDI dataset for IMDLBenCo: "
         "train, test and predict diffusion-generated image detection and localization"
@@ -18,15 +20,14 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=[
-        "imdlbenco_maskclip",
-        "imdlbenco_maskclip.commands",
-        "imdlbenco_maskclip.model",
+        *find_packages(
+            include=["imdlbenco_maskclip", "imdlbenco_maskclip.*", "dataset_adapters", "dataset_adapters.*"]
+        ),
         "imdlbenco_maskclip.benco_configs",
-        "dataset_adapters",
     ],
     package_dir={"imdlbenco_maskclip.benco_configs": "benco_configs"},
     package_data={
-        "imdlbenco_maskclip": ["resources/*.json"],
+        "imdlbenco_maskclip.evaluation": ["*.json"],
         "imdlbenco_maskclip.model": ["clip_configs/*.json"],
         "imdlbenco_maskclip.benco_configs": ["*.yaml"],
     },
@@ -48,8 +49,9 @@ setup(
     extras_require={
         # benco serve's local web page (gradio 6 installs beside numpy<2)
         "serve": ["gradio>=6,<7"],
-        # the tests drive the web page in Debian's chromium through playwright
-        "test": ["pytest>=7", "gradio>=6,<7", "playwright"],
+        # the tests drive the web page in Debian's chromium through playwright; ruff and
+        # import-linter are the checks .ci/run makes (ruff's version pinned: its format changes)
+        "test": ["pytest>=7", "gradio>=6,<7", "playwright", "ruff==0.17.6", "import-linter==2.17", "grimp>=3.5"],
     },
     entry_points={
         "console_scripts": ["benco = imdlbenco_maskclip.cli:main"],

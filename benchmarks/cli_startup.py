@@ -34,7 +34,9 @@ def main() -> None:
             subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parent.parent)
             times[name].append(time.perf_counter() - start)
     reference = statistics.median(times['python -c "import IMDLBenCo"'])
-    print(f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}, median of {args.rounds}")
+    print(
+        f"{platform.node()}, {platform.processor() or platform.machine()}, Python {platform.python_version()}, median of {args.rounds}"
+    )
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:32}{median:8.2f} s  {median / reference:6.2f}x of importing IMDLBenCo")

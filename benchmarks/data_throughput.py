@@ -84,7 +84,9 @@ def paper_augmentations():
 
 
 def training_kwargs(**extra) -> dict:
-    return dict(is_resizing=True, output_size=(512, 512), edge_width=7, common_transforms=paper_augmentations(), **extra)
+    return dict(
+        is_resizing=True, output_size=(512, 512), edge_width=7, common_transforms=paper_augmentations(), **extra
+    )
 
 
 def write_real_size_shards(root: Path, groups: int) -> list[str]:
@@ -93,8 +95,9 @@ def write_real_size_shards(root: Path, groups: int) -> list[str]:
 
     from dataset_adapters import write_opensdi_shard, write_synthetic_opensdi
 
-    pool = pq.read_table(write_synthetic_opensdi(root / "pool", generators=("sd15",), n_per_class=3,
-                                                 image_size=IMAGE_SIZE, seed=1)).to_pylist()
+    pool = pq.read_table(
+        write_synthetic_opensdi(root / "pool", generators=("sd15",), n_per_class=3, image_size=IMAGE_SIZE, seed=1)
+    ).to_pylist()
     order = np.random.default_rng(0).permutation(groups * GROUP_ROWS)
     rows = []
     for number, pick in enumerate(order):
@@ -104,8 +107,11 @@ def write_real_size_shards(root: Path, groups: int) -> list[str]:
     shards = -(-groups // GROUPS_PER_SHARD)
     per_shard = GROUPS_PER_SHARD * GROUP_ROWS
     return [
-        write_opensdi_shard(root / "data" / f"sd15-{s:05d}-of-{shards:05d}.parquet",
-                            rows[s * per_shard:(s + 1) * per_shard], rows_per_group=GROUP_ROWS)
+        write_opensdi_shard(
+            root / "data" / f"sd15-{s:05d}-of-{shards:05d}.parquet",
+            rows[s * per_shard : (s + 1) * per_shard],
+            rows_per_group=GROUP_ROWS,
+        )
         for s in range(shards)
     ]
 
@@ -169,9 +175,9 @@ def one_core(files: list[str], workdir: Path, window: int, blocks: int) -> dict[
     cpu = dict.fromkeys(contenders, 0.0)
     names = list(contenders)
     for block in range(blocks):
-        for name in names[block % 4:] + names[:block % 4]:
+        for name in names[block % 4 :] + names[: block % 4]:
             dataset, order = contenders[name]
-            share = order[block * len(order) // blocks:(block + 1) * len(order) // blocks]
+            share = order[block * len(order) // blocks : (block + 1) * len(order) // blocks]
             random.seed(block)
             np.random.seed(block)
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -199,13 +205,15 @@ class WorkerProbe:
         import pyarrow as pa
         from torch.utils.data import get_worker_info
 
-        data["probe"] = json.dumps({
-            "worker": get_worker_info().id,
-            "read": self.dataset._reader.bytes_read,
-            "private_kb": memory_kb("RssAnon") - self.start["private_kb"],
-            "arrow_peak": pa.default_memory_pool().max_memory() - self.start["arrow_peak"],
-            "groups": self.dataset._reader.groups_read,
-        })
+        data["probe"] = json.dumps(
+            {
+                "worker": get_worker_info().id,
+                "read": self.dataset._reader.bytes_read,
+                "private_kb": memory_kb("RssAnon") - self.start["private_kb"],
+                "arrow_peak": pa.default_memory_pool().max_memory() - self.start["arrow_peak"],
+                "groups": self.dataset._reader.groups_read,
+            }
+        )
 
 
 def worker_child(files: list[str], order: str, window: int, workers: int) -> None:
@@ -228,7 +236,9 @@ def worker_child(files: list[str], order: str, window: int, workers: int) -> Non
     common = dict(num_workers=workers, worker_init_fn=mark_start, multiprocessing_context="fork")
     if order == "row-group shuffle":
         sampler = RowGroupShuffleSampler(dataset, seed=1, window=window)
-        loader = DataLoader(dataset, batch_sampler=RowGroupBatchSampler(sampler, 16, workers, drop_last=False), **common)
+        loader = DataLoader(
+            dataset, batch_sampler=RowGroupBatchSampler(sampler, 16, workers, drop_last=False), **common
+        )
     else:
         chosen = SequentialSampler(dataset) if order == "in order" else RandomSampler(dataset)
         loader = DataLoader(dataset, sampler=chosen, batch_size=16, **common)
@@ -260,8 +270,14 @@ def write_train_sized_index(root: Path) -> None:
         for i in range(shard * per_shard, min(TRAIN_ROWS, (shard + 1) * per_shard)):
             kind = "partial" if i % 2 else "entire"
             label = (i // 2) % 2
-            rows.append((f"{kind}/sd15/{'fake' if label else 'real'}/{i}.jpg", tiny,
-                         tiny if kind == "partial" and label else None, label))
+            rows.append(
+                (
+                    f"{kind}/sd15/{'fake' if label else 'real'}/{i}.jpg",
+                    tiny,
+                    tiny if kind == "partial" and label else None,
+                    label,
+                )
+            )
         write_opensdi_shard(root / "data" / f"sd15-{shard:05d}-of-{TRAIN_SHARDS:05d}.parquet", rows, rows_per_group=100)
 
 
@@ -274,11 +290,14 @@ def index_child(index_root: str) -> None:
     big = OpenSDIDataset(index_root, **training_kwargs())
     built = time.perf_counter() - start
     index = big._index
-    index_mb = (index.shard.nbytes + index.row.nbytes + index.label.nbytes + index.has_mask.nbytes
-                + index.keys.nbytes) / 2**20
+    index_mb = (
+        index.shard.nbytes + index.row.nbytes + index.label.nbytes + index.has_mask.nbytes + index.keys.nbytes
+    ) / 2**20
     with_index = memory_kb("VmRSS") / 1024
-    print(f"index of {len(big):,} rows built in {built:.1f} s; its arrays take {index_mb:.1f} MB; RSS "
-          f"{imported:.0f} MB after imports, {with_index:.0f} MB with the index, peak {memory_kb('VmHWM') / 1024:.0f} MB")
+    print(
+        f"index of {len(big):,} rows built in {built:.1f} s; its arrays take {index_mb:.1f} MB; RSS "
+        f"{imported:.0f} MB after imports, {with_index:.0f} MB with the index, peak {memory_kb('VmHWM') / 1024:.0f} MB"
+    )
 
 
 def report_one_core(results: dict[str, dict[str, float]]) -> None:
@@ -286,23 +305,33 @@ def report_one_core(results: dict[str, dict[str, float]]) -> None:
     for name, r in results.items():
         read = f"{r['bytes'] / 2**20:6.2f} MB read/sample" if name in ORDERS else "(reads a memory map)"
         groups = f", {r['groups']} row-group column reads" if "groups" in r else ""
-        print(f"  {name:>19}: {r['per_core']:6.2f} samples/s per core, {r['rate']:6.2f} samples/s wall, {read} "
-              f"({r['samples']} samples{groups})")
+        print(
+            f"  {name:>19}: {r['per_core']:6.2f} samples/s per core, {r['rate']:6.2f} samples/s wall, {read} "
+            f"({r['samples']} samples{groups})"
+        )
     rowgroup, in_order = results["row-group shuffle"], results["in order"]
-    print(f"  row-group shuffle / in order: {rowgroup['per_core'] / in_order['per_core']:.2f}x samples/s per core "
-          f"(target >= 0.9x), {rowgroup['bytes'] / in_order['bytes']:.2f}x bytes read per sample (target <= 1.2x)")
-    print(f"  row-group shuffle / global shuffle: {rowgroup['per_core'] / results['global shuffle']['per_core']:.2f}x "
-          f"samples/s per core, {results['global shuffle']['bytes'] / rowgroup['bytes']:.0f}x fewer bytes read per sample")
-    print(f"  row-group shuffle / published, shuffled: {rowgroup['per_core'] / results[PUBLISHED]['per_core']:.2f}x "
-          f"samples/s per core (target >= 4x)")
+    print(
+        f"  row-group shuffle / in order: {rowgroup['per_core'] / in_order['per_core']:.2f}x samples/s per core "
+        f"(target >= 0.9x), {rowgroup['bytes'] / in_order['bytes']:.2f}x bytes read per sample (target <= 1.2x)"
+    )
+    print(
+        f"  row-group shuffle / global shuffle: {rowgroup['per_core'] / results['global shuffle']['per_core']:.2f}x "
+        f"samples/s per core, {results['global shuffle']['bytes'] / rowgroup['bytes']:.0f}x fewer bytes read per sample"
+    )
+    print(
+        f"  row-group shuffle / published, shuffled: {rowgroup['per_core'] / results[PUBLISHED]['per_core']:.2f}x "
+        f"samples/s per core (target >= 4x)"
+    )
 
 
 def report_workers(order: str, result: dict, group_mb: float) -> None:
     print(f"  {order:>17}: {result['rate']:6.2f} samples/s in all")
     for worker, w in sorted(result["workers"].items(), key=lambda item: int(item[0])):
-        print(f"    worker {worker}: {w['samples']} samples, {w['groups']} row-group column reads, "
-              f"{w['read'] / w['samples'] / 2**20:5.2f} MB read/sample, private memory peak +{w['private_kb'] / 1024:.0f} MB, "
-              f"pyarrow pool peak {w['arrow_peak'] / 2**20:.0f} MB ({w['arrow_peak'] / 2**20 / group_mb:.1f} row groups)")
+        print(
+            f"    worker {worker}: {w['samples']} samples, {w['groups']} row-group column reads, "
+            f"{w['read'] / w['samples'] / 2**20:5.2f} MB read/sample, private memory peak +{w['private_kb'] / 1024:.0f} MB, "
+            f"pyarrow pool peak {w['arrow_peak'] / 2**20:.0f} MB ({w['arrow_peak'] / 2**20 / group_mb:.1f} row groups)"
+        )
 
 
 def main() -> int:
@@ -331,25 +360,40 @@ def main() -> int:
         start = time.perf_counter()
         files = write_real_size_shards(workdir / "real-size", args.groups)
         group_mb = sum(os.path.getsize(f) for f in files) / args.groups / 2**20
-        print(f"wrote {args.groups} row groups of {GROUP_ROWS} {IMAGE_SIZE}-px rows in {len(files)} shards, "
-              f"{group_mb:.0f} MB per group, in {time.perf_counter() - start:.0f} s; window {args.window} row groups")
+        print(
+            f"wrote {args.groups} row groups of {GROUP_ROWS} {IMAGE_SIZE}-px rows in {len(files)} shards, "
+            f"{group_mb:.0f} MB per group, in {time.perf_counter() - start:.0f} s; window {args.window} row groups"
+        )
         report_one_core(one_core(files, workdir, args.window, args.blocks))
 
         if args.workers:
             print(f"\npart 2: DataLoader with {args.workers} workers, batch 16, one epoch, a fresh process per order")
             env = {**os.environ, "PYTHONWARNINGS": "ignore"}
             for order in ORDERS:
-                command = [sys.executable, __file__, "--worker-child", order, os.pathsep.join(files),
-                           "--window", str(args.window), "--workers", str(args.workers)]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--worker-child",
+                    order,
+                    os.pathsep.join(files),
+                    "--window",
+                    str(args.window),
+                    "--workers",
+                    str(args.workers),
+                ]
                 out = subprocess.run(command, check=True, env=env, capture_output=True, text=True).stdout
                 report_workers(order, json.loads(out.strip().splitlines()[-1]), group_mb)
 
         if args.index_memory:
             start = time.perf_counter()
             write_train_sized_index(workdir / "train-index")
-            print(f"\npart 3: wrote a {TRAIN_ROWS:,}-row index in {TRAIN_SHARDS} shards in {time.perf_counter() - start:.0f} s")
+            print(
+                f"\npart 3: wrote a {TRAIN_ROWS:,}-row index in {TRAIN_SHARDS} shards in {time.perf_counter() - start:.0f} s"
+            )
             env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-            subprocess.run([sys.executable, __file__, "--index-child", str(workdir / "train-index")], check=True, env=env)
+            subprocess.run(
+                [sys.executable, __file__, "--index-child", str(workdir / "train-index")], check=True, env=env
+            )
     return 0
 
 

@@ -28,8 +28,8 @@ PY
 
 echo "== model tests on CUDA, and a checkpoint written on CPU resuming on CUDA and the reverse"
 MASKCLIP_TEST_DEVICE=cuda timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider \
-    tests/test_model_tiny.py tests/test_model_parts.py tests/test_model_side_vit.py tests/test_model_benco.py
-timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_training_runs.py -k cuda
+    tests/model/test_tiny_setting.py tests/model/test_parts.py tests/model/test_side_vit.py tests/model/test_benco_contract.py
+timeout 180 "$PYTHON" -m pytest -q -p no:cacheprovider tests/training/test_runs.py -k cuda
 
 echo "== benco train, tiny setting, CUDA, --amp bf16"
 "$PYTHON" -c "from dataset_adapters.synthetic import write_synthetic_opensdi as w; w('$OUT/shards', generators=('sd15',), n_per_class=8, image_size=64, seed=0)"

@@ -92,7 +92,11 @@ def unit_forward(model, device: str):
     import torch
 
     visual = model.clip.model.visual
-    if tuple(visual.image_size) != (224, 224) or visual.transformer.width != 1024 or len(visual.transformer.resblocks) != 24:
+    if (
+        tuple(visual.image_size) != (224, 224)
+        or visual.transformer.width != 1024
+        or len(visual.transformer.resblocks) != 24
+    ):
         visual = open_clip.create_model("ViT-L-14").visual.to(device).eval()
     image = torch.randn(1, 3, 224, 224, device=device)
 
@@ -118,7 +122,9 @@ def cpu_worker(mode: str, setting: str, size: int, rounds: int) -> dict:
         model.train()
         optimizer = None
         if mode == "train+adamw":
-            optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.05)
+            optimizer = torch.optim.AdamW(
+                [p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.05
+            )
 
         def step() -> None:
             model(**data)["backward_loss"].backward()
@@ -164,14 +170,27 @@ CPU_MODES = {
 def cpu_part(args: argparse.Namespace) -> dict:
     results = {}
     for mode in CPU_MODES:
-        command = [sys.executable, __file__, "--worker", mode, "--setting", args.setting, "--size", str(args.size), "--rounds", str(args.rounds)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            mode,
+            "--setting",
+            args.setting,
+            "--size",
+            str(args.size),
+            "--rounds",
+            str(args.rounds),
+        ]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode or not lines:
             raise SystemExit(f"{mode} worker failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
         results[mode] = json.loads(lines[-1])
-    print(f"\nCPU, setting {args.setting}, batch 1 at {args.size}, fp32, random weights, median of {args.rounds} rounds")
+    print(
+        f"\nCPU, setting {args.setting}, batch 1 at {args.size}, fp32, random weights, median of {args.rounds} rounds"
+    )
     print(f"machine: {machine_name()}")
     units = ", ".join(f"{results[m]['unit_s']:.3f} s ({m} run)" for m in CPU_MODES)
     print(f"unit = one open_clip ViT-L-14 image forward at 224: {units}")
@@ -273,8 +292,10 @@ def gpu_part(args: argparse.Namespace) -> dict:
     model = build(args.setting, device)
     weights_gb = torch.cuda.memory_allocated() / 1e9
     results: dict = {"device": name, "setting": args.setting, "size": args.size, "rows": []}
-    print(f"\nGPU {name}, setting {args.setting} at {args.size}, {args.gpu_steps} timed steps; "
-          f"machine: {machine_name()}; model weights on GPU {weights_gb:.2f} GB")
+    print(
+        f"\nGPU {name}, setting {args.setting} at {args.size}, {args.gpu_steps} timed steps; "
+        f"machine: {machine_name()}; model weights on GPU {weights_gb:.2f} GB"
+    )
     print(f"{'batch':>5}  {'mode':22}{'train img/s':>12}{'GB/image':>10}")
     for batch_size in args.batches:
         data = batch(args.size, batch_size, device)
@@ -283,7 +304,9 @@ def gpu_part(args: argparse.Namespace) -> dict:
             dtype = getattr(torch, dtype_name) if dtype_name else None
             with published_like(model) if published else contextlib.nullcontext():
                 speed, memory = gpu_measure(model, data, args.gpu_steps, True, dtype)
-            results["rows"].append({"batch": batch_size, "mode": label, "train_img_s": speed, "train_gb_per_image": memory})
+            results["rows"].append(
+                {"batch": batch_size, "mode": label, "train_img_s": speed, "train_gb_per_image": memory}
+            )
             print(f"{batch_size:5}  {label:22}{speed:12.1f}{memory:10.2f}", flush=True)
         del data
     model.grad_checkpointing = False
@@ -297,8 +320,10 @@ def gpu_part(args: argparse.Namespace) -> dict:
         rows = {r["mode"]: r for r in results["rows"] if r["batch"] == batch_size}
         ratio = rows["bf16"]["train_img_s"] / rows["fp32 published-like"]["train_img_s"]
         best = min(r["train_gb_per_image"] for r in rows.values() if r["mode"] != "fp32 published-like")
-        print(f"batch {batch_size}: bf16 / fp32 published-like = {ratio:.2f}x (target >= 2); "
-              f"least GB/image with bf16 {best:.2f} (target at batch 64 <= 1.2)")
+        print(
+            f"batch {batch_size}: bf16 / fp32 published-like = {ratio:.2f}x (target >= 2); "
+            f"least GB/image with bf16 {best:.2f} (target at batch 64 <= 1.2)"
+        )
     print("GB/image: peak allocated during a training step above what stays resident between steps (weights,")
     print("AdamW state), divided by the batch: activations and gradients. nan: out of memory.")
     return results

@@ -1,18 +1,15 @@
 """OpenSDI parquet shards for IMDLBenCo: a Benco dataset, a row-group shuffled training order,
 export to Benco's layouts, synthetic shards.
 
-Importing this package registers ``OpenSDIDataset`` in Benco's ``DATASETS`` (as soon as IMDLBenCo
-is imported: see ``imdlbenco_maskclip.registration``). The names below load on first use, so
-that light users (the ``benco`` command's help, ``dataset_adapters.vocabulary``) import neither
-torch nor IMDLBenCo.
+A layer below ``imdlbenco_maskclip``: it imports nothing from it (an import-linter contract
+checks this). ``OpenSDIDataset`` enters Benco's ``DATASETS`` when ``dataset_adapters.opensdi`` is
+imported, which ``import imdlbenco_maskclip`` arranges as soon as IMDLBenCo is imported. The
+names below load on first use, so that light users (the ``benco`` command's help,
+``dataset_adapters.vocabulary``) import neither torch nor IMDLBenCo.
 """
 
 from importlib import import_module
 from typing import Any
-
-from imdlbenco_maskclip.registration import register_with_benco
-
-register_with_benco()
 
 _LAZY = {
     "DEMO_SAMPLE": "dataset_adapters.synthetic",

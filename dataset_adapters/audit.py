@@ -18,9 +18,10 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -42,16 +43,74 @@ NO_QUALITY = -1
 
 # The example luminance table of the JPEG standard (ITU-T T.81, Annex K), in natural order: the
 # table IJG's libjpeg (and so PIL) scales by the quality setting.
-_IJG_LUMINANCE = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61,
-    12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77,
-    24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101,
-    72, 92, 95, 98, 112, 100, 103, 99,
-])
+_IJG_LUMINANCE = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ]
+)
 
 
 def _ijg_tables() -> np.ndarray:
@@ -186,17 +245,14 @@ class OpenSDIAudit:
         return "\n".join(g.line() for g in self.generators)
 
     def write(self, output_dir: str | os.PathLike) -> Path:
-        """Write ``audit.json`` and ``audit.png`` into ``output_dir`` (created if needed); returns the JSON's path."""
-        from imdlbenco_maskclip.atomic import atomic_path, write_text
-        from imdlbenco_maskclip.html_page import pyplot
-
-        plt = pyplot()
-        figure = _figure(self, plt)
-        with atomic_path(Path(output_dir) / FIGURE_NAME) as temporary:
-            figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight")
-        plt.close(figure)
+        """Write ``audit.json`` into ``output_dir`` (created if needed), whole or not at all;
+        returns its path. Its figure, ``audit.png``, is drawn where the report lives
+        (``imdlbenco_maskclip.evaluation.audit_figure``)."""
         path = Path(output_dir) / JSON_NAME
-        write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temporary.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
         return path
 
 
@@ -222,8 +278,7 @@ def audit_opensdi(source: SourceLike, generators: Sequence[str] | None = None) -
     progress.close()
     present = list(dict.fromkeys(s.generator for s in shards))
     audits = [
-        _audit_generator(g, rows.get(g, []), {n: unreadable.get(g, Counter())[n] for n in LABEL_NAMES})
-        for g in present
+        _audit_generator(g, rows.get(g, []), {n: unreadable.get(g, Counter())[n] for n in LABEL_NAMES}) for g in present
     ]
     described = os.fspath(source) if isinstance(source, (str, os.PathLike)) else " ".join(map(os.fspath, source))
     return OpenSDIAudit(source=described, generators=audits)
@@ -304,36 +359,3 @@ def _stats(values: np.ndarray) -> dict[str, float] | None:
         "max": float(values.max()),
         "mean": float(values.mean()),
     }
-
-
-def _figure(audit: OpenSDIAudit, plt: Any) -> Any:
-    """Width x height per generator, one panel each; a marker's area grows with the images at that size."""
-    count = max(1, len(audit.generators))
-    columns = min(3, count)
-    lines = -(-count // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.8 * lines), squeeze=False)
-    styles = {
-        "real": {"marker": "o", "facecolors": "none", "edgecolors": "tab:blue", "linewidths": 1.5},
-        "fake": {"marker": "^", "color": "tab:red", "alpha": 0.5},
-    }
-    for axis, result in zip(axes.flat, audit.generators):
-        meta = result.metadata
-        points = Counter(zip(meta.label.tolist(), meta.width.tolist(), meta.height.tolist()))
-        largest = max(points.values(), default=1)
-        for i, label in enumerate(LABEL_NAMES):
-            mine = [(w, h, n) for (which, w, h), n in points.items() if which == i]
-            if mine:
-                widths, heights, counts = zip(*mine)
-                area = 15 + 185 * np.sqrt(np.asarray(counts) / largest)
-                axis.scatter(widths, heights, s=area, label=f"{label} ({result.counts[label]})", **styles[label])
-        score = "n/a" if result.accuracy is None else f"{result.accuracy:.2f} ± {result.accuracy_std:.2f}"
-        axis.set_title(f"{result.generator}: metadata-only accuracy {score}", fontsize=10)
-        axis.set_xlabel("width (px)")
-        axis.set_ylabel("height (px)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="best")
-    for axis in list(axes.flat)[len(audit.generators):]:
-        axis.axis("off")
-    figure.suptitle(f"Image sizes by label: {audit.source}", fontsize=11)
-    figure.tight_layout()
-    return figure

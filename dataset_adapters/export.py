@@ -24,8 +24,8 @@ import os
 import re
 import shutil
 import string
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 from tqdm import tqdm
@@ -101,15 +101,24 @@ def export_opensdi(
             if image is None:
                 raise OpenSDIError(f"the image of key {key!r} in shard {shard_path} has no bytes")
             tp_name = stems[i] + (_key_extension(key) or _extension(image, key, shard_path))
-            tp = _place(tp_dir, tp_name, stems[i], existing[tp_dir], scratch, lambda: image, len(image))
+            tp = _place(tp_dir, tp_name, stems[i], existing[tp_dir], scratch, lambda data=image: data, len(image))
             if with_mask:
                 if mask is None:
                     raise OpenSDIError(f"the mask of key {key!r} in shard {shard_path} has no bytes")
                 gt_name = stems[i] + _extension(mask, key, shard_path)
-                gt = _place(gt_dir, gt_name, stems[i], existing[gt_dir], scratch, lambda: mask, len(mask))
+                gt = _place(gt_dir, gt_name, stems[i], existing[gt_dir], scratch, lambda data=mask: data, len(mask))
             elif label == 1 or format == "mani":
-                gt = _place(gt_dir, stems[i] + ".png", stems[i], existing[gt_dir], scratch,
-                            lambda: _flat_png(_header(image, key, shard_path)[1], 255 if label == 1 else 0), None)
+                gt = _place(
+                    gt_dir,
+                    stems[i] + ".png",
+                    stems[i],
+                    existing[gt_dir],
+                    scratch,
+                    lambda data=image, key=key, path=shard_path, value=255 if label == 1 else 0: _flat_png(
+                        _header(data, key, path)[1], value
+                    ),
+                    None,
+                )
             else:
                 gt = "Negative"
             records.append([str(tp), str(gt)])
@@ -152,7 +161,9 @@ def _existing_by_stem(folder: Path, stems: set[str]) -> dict[str, str]:
     return found
 
 
-def _place(folder: Path, name: str, stem: str, existing: dict[str, str], scratch: Path, content, size: int | None) -> Path:
+def _place(
+    folder: Path, name: str, stem: str, existing: dict[str, str], scratch: Path, content, size: int | None
+) -> Path:
     """Put one file in place unless a complete one is there; returns its path."""
     target = folder / name
     old = existing.get(stem)

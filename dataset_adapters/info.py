@@ -10,8 +10,8 @@ PIL without decoding pixels. ``size_rows=0`` reads every row group.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -69,8 +69,9 @@ class OpenSDIInfo:
         return "\n".join(lines)
 
 
-def opensdi_info(source: SourceLike, generators: Sequence[str] | None = None,
-                 size_rows: int = DEFAULT_SIZE_ROWS) -> OpenSDIInfo:
+def opensdi_info(
+    source: SourceLike, generators: Sequence[str] | None = None, size_rows: int = DEFAULT_SIZE_ROWS
+) -> OpenSDIInfo:
     """Count rows by generator, kind and class; sample image sizes from about ``size_rows`` rows (0: all)."""
     shards = find_shards(source, generators)
     index = ShardIndex.build(shards)

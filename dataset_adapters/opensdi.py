@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -112,7 +113,7 @@ class OpenSDIDataset(AbstractDataset):
             f"subset {self._subset}, with length of {len(self):,}"
         )
 
-    def select(self, keep: np.ndarray) -> "OpenSDIDataset":
+    def select(self, keep: np.ndarray) -> OpenSDIDataset:
         """A copy over the samples where the boolean array ``keep`` is true, in order (e.g. the
         rows held out for validation, or all the others), with settings shared and a reader of its own."""
         keep = np.asarray(keep, dtype=bool)

@@ -30,7 +30,7 @@ size and the number of workers: a resumed run with the same settings replays it.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -47,8 +47,9 @@ class RowGroupShuffleSampler(Sampler[int]):
     Call ``set_epoch(epoch)`` before each epoch, as with ``DistributedSampler``.
     """
 
-    def __init__(self, dataset, seed: int = 0, window: int = 16, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False) -> None:
+    def __init__(
+        self, dataset, seed: int = 0, window: int = 16, rank: int = 0, world_size: int = 1, drop_last: bool = False
+    ) -> None:
         if not hasattr(dataset, "row_groups"):
             raise OpenSDIError(
                 f"RowGroupShuffleSampler needs a dataset read from parquet row groups (OpenSDIDataset), "
@@ -89,7 +90,7 @@ class RowGroupShuffleSampler(Sampler[int]):
         place[group_order] = np.arange(count)
         sequence = np.argsort(place[self._groups], kind="stable")
         sequence = np.resize(sequence, self.num_samples * self.world_size)
-        return sequence[self.rank * self.num_samples:(self.rank + 1) * self.num_samples]
+        return sequence[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]
 
     def order(self, batch_size: int = 1, workers: int = 1) -> np.ndarray:
         """This rank's indices for the epoch; with ``workers`` > 1, laid out so that batch k (indices
@@ -101,15 +102,13 @@ class RowGroupShuffleSampler(Sampler[int]):
         owner = np.arange(batches) % workers
         part_sizes = np.bincount(owner, weights=sizes, minlength=workers).astype(np.int64)
         edges = np.concatenate([[0], np.cumsum(part_sizes)])
-        parts = [
-            self._window_shuffle(share[edges[p]:edges[p + 1]], p, workers) for p in range(workers)
-        ]
+        parts = [self._window_shuffle(share[edges[p] : edges[p + 1]], p, workers) for p in range(workers)]
         taken = np.zeros(workers, np.int64)
         result = np.empty_like(share)
         start = 0
         for k in range(batches):
             p, size = owner[k], sizes[k]
-            result[start:start + size] = parts[p][taken[p]:taken[p] + size]
+            result[start : start + size] = parts[p][taken[p] : taken[p] + size]
             taken[p] += size
             start += size
         return result
@@ -157,4 +156,4 @@ class RowGroupBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order = self.sampler.order(self.batch_size, self.workers).tolist()
         for k in range(len(self)):
-            yield order[k * self.batch_size:(k + 1) * self.batch_size]
+            yield order[k * self.batch_size : (k + 1) * self.batch_size]

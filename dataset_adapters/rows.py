@@ -17,7 +17,7 @@ import io
 import os
 import struct
 from collections import OrderedDict
-from typing import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from dataset_adapters.errors import OpenSDIError
-from dataset_adapters.shards import Shard
+from dataset_adapters.shards import Shard, ShardIndex, SourceLike, find_shards
 
 _OPEN_FILES = 4
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
@@ -156,3 +156,20 @@ class RowReader:
         else:
             self._files.move_to_end(shard)
         return parquet
+
+
+def iter_shard_images(source: SourceLike) -> Iterator[tuple[str, str, Callable[[], Image.Image]]]:
+    """(key, shard path, load) for every row of ``source``; ``load()`` decodes the image to RGB.
+
+    Loading the rows in order reads each row group once; nothing is decoded before ``load`` is called.
+    """
+    index = ShardIndex.build(find_shards(source))
+    reader = RowReader(index.shards)
+    for i in range(len(index)):
+        shard, group, row = index.location(i)
+        key, path = index.key(i), index.shards[shard].path
+
+        def load(shard: int = shard, group: int = group, row: int = row, key: str = key, path: str = path):
+            return decode_rgb(reader.read(shard, group, row, False)[0], "image", key, path)
+
+        yield key, path, load

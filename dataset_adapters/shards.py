@@ -12,9 +12,10 @@ import glob
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence, Union
+from typing import Union
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +24,6 @@ import pyarrow.parquet as pq
 
 from dataset_adapters.errors import OpenSDIError
 from dataset_adapters.vocabulary import KINDS, generator_order
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 REQUIRED_COLUMNS = ("key", "image", "mask", "label")
 SUBSETS = ("all", "detection", "localization")
@@ -67,8 +65,7 @@ def find_shards(source: SourceLike, generators: Sequence[str] | None = None) -> 
         unknown = [g for g in wanted if g not in present]
         if unknown:
             raise OpenSDIError(
-                f"unknown generator(s) {', '.join(unknown)} in {_describe(source)}; "
-                f"present: {', '.join(present)}"
+                f"unknown generator(s) {', '.join(unknown)} in {_describe(source)}; present: {', '.join(present)}"
             )
         shards = [s for s in shards if s.generator in wanted]
     rank = {g: i for i, g in enumerate(present)}
@@ -173,7 +170,10 @@ def _open_shard(path: str) -> Shard:
         raise OpenSDIError(f"{path}: column key is {schema.field('key').type}, not a string")
     groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
     return Shard(
-        path=path, generator=generator_of(path), group_rows=groups, mask_probe=_mask_probe(schema),
+        path=path,
+        generator=generator_of(path),
+        group_rows=groups,
+        mask_probe=_mask_probe(schema),
         label_ids=_label_ids(path, schema),
     )
 
@@ -229,18 +229,25 @@ class ShardIndex:
     """Rows of some shards: shard number, row number, label (0 real, 1 fake, whatever ids the
     shard stores), mask presence (a mask with bytes) and key, one entry per row."""
 
-    def __init__(self, shards: Sequence[Shard], shard: np.ndarray, row: np.ndarray, label: np.ndarray,
-                 has_mask: np.ndarray, keys: pa.Array) -> None:
+    def __init__(
+        self,
+        shards: Sequence[Shard],
+        shard: np.ndarray,
+        row: np.ndarray,
+        label: np.ndarray,
+        has_mask: np.ndarray,
+        keys: pa.Array,
+    ) -> None:
         self.shards = list(shards)
         self.shard = shard
         self.row = row
         self.label = label
         self.has_mask = has_mask
         self.keys = keys
-        self._group_starts = [np.cumsum((0,) + s.group_rows)[:-1] for s in self.shards]
+        self._group_starts = [np.cumsum((0, *s.group_rows))[:-1] for s in self.shards]
 
     @classmethod
-    def build(cls, shards: Sequence[Shard]) -> "ShardIndex":
+    def build(cls, shards: Sequence[Shard]) -> ShardIndex:
         """Read keys, labels and mask validity of every row (never image or mask bytes)."""
         if not shards:
             raise OpenSDIError("no shards to index")
@@ -281,7 +288,7 @@ class ShardIndex:
     def __len__(self) -> int:
         return len(self.row)
 
-    def select(self, keep: np.ndarray) -> "ShardIndex":
+    def select(self, keep: np.ndarray) -> ShardIndex:
         """The rows where the boolean array ``keep`` is true, in order."""
         positions = np.flatnonzero(keep)
         return ShardIndex(
@@ -293,7 +300,7 @@ class ShardIndex:
             self.keys.take(pa.array(positions, type=pa.int64())),
         )
 
-    def subset(self, subset: str) -> "ShardIndex":
+    def subset(self, subset: str) -> ShardIndex:
         """``all`` and ``detection``: every row; ``localization``: fake rows with a mask."""
         if subset not in SUBSETS:
             raise OpenSDIError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
@@ -328,22 +335,3 @@ class ShardIndex:
         starts = self._group_starts[shard]
         group = int(np.searchsorted(starts, row, side="right")) - 1
         return shard, group, row - int(starts[group])
-
-
-def iter_shard_images(source: SourceLike) -> Iterator[tuple[str, str, Callable[[], "Image.Image"]]]:
-    """(key, shard path, load) for every row of ``source``; ``load()`` decodes the image to RGB.
-
-    Loading the rows in order reads each row group once; nothing is decoded before ``load`` is called.
-    """
-    from dataset_adapters.rows import RowReader, decode_rgb
-
-    index = ShardIndex.build(find_shards(source))
-    reader = RowReader(index.shards)
-    for i in range(len(index)):
-        shard, group, row = index.location(i)
-        key, path = index.key(i), index.shards[shard].path
-
-        def load(shard: int = shard, group: int = group, row: int = row, key: str = key, path: str = path):
-            return decode_rgb(reader.read(shard, group, row, False)[0], "image", key, path)
-
-        yield key, path, load

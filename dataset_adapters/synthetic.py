@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -78,8 +78,9 @@ TRACES = {
 }
 
 
-def write_opensdi_shard(path: str | os.PathLike, rows: Iterable[tuple[str, bytes | None, bytes | None, int]],
-                        rows_per_group: int = 16) -> str:
+def write_opensdi_shard(
+    path: str | os.PathLike, rows: Iterable[tuple[str, bytes | None, bytes | None, int]], rows_per_group: int = 16
+) -> str:
     """Write ``(key, image bytes, mask bytes or None, label)`` rows as one HF-format OpenSDI shard.
 
     Bytes are stored as given (nothing is re-encoded); the file appears atomically.
@@ -134,7 +135,7 @@ def write_synthetic_opensdi(
         rows = [rows[i] for i in order]
         count = -(-len(rows) // rows_per_shard)
         for part in range(count):
-            chunk = rows[part * rows_per_shard:(part + 1) * rows_per_shard]
+            chunk = rows[part * rows_per_shard : (part + 1) * rows_per_shard]
             path = Path(root) / "data" / f"{generator}-{part:05d}-of-{count:05d}.parquet"
             written.append(write_opensdi_shard(path, chunk, rows_per_group))
     return written
@@ -148,7 +149,15 @@ def trace_of(generator: str) -> Trace:
     rng = np.random.default_rng(list(generator.encode()))
     flux = TRACES["flux"]
     cast = tuple(float(c) for c in np.round(rng.uniform(-6, 6, 3), 1))
-    return Trace(flux.downscale, flux.grid, float(rng.integers(5, 13)), float(rng.integers(0, 180)), flux.amplitude, cast, flux.noise)
+    return Trace(
+        flux.downscale,
+        flux.grid,
+        float(rng.integers(5, 13)),
+        float(rng.integers(0, 180)),
+        flux.amplitude,
+        cast,
+        flux.noise,
+    )
 
 
 def _generator_rows(generator: str, number: int, n: int, size: int, seed: int) -> list[tuple]:
@@ -159,19 +168,32 @@ def _generator_rows(generator: str, number: int, n: int, size: int, seed: int) -
         rng = np.random.default_rng([seed, number, 0, i])
         scene = _scene(rng, height, width)
         photo = _photo(rng, scene)
-        rows.append(_row("entire", generator, "real", i, photo, None, mode="L" if i == 0 else "RGB",
-                         png=i % 5 == 3, rng=rng))
+        rows.append(
+            _row("entire", generator, "real", i, photo, None, mode="L" if i == 0 else "RGB", png=i % 5 == 3, rng=rng)
+        )
 
         rng = np.random.default_rng([seed, number, 1, i])
         fake = _generated(rng, _scene(rng, height, width), trace)
-        rows.append(_row("entire", generator, "fake", i, fake, None, mode="P" if i == 0 else "RGB",
-                         png=i == 0, rng=rng))
+        rows.append(
+            _row("entire", generator, "fake", i, fake, None, mode="P" if i == 0 else "RGB", png=i == 0, rng=rng)
+        )
 
         rng = np.random.default_rng([seed, number, 2, i])
         scene = _scene(rng, height, width)
         photo = _photo(rng, scene)
-        rows.append(_row("partial", generator, "real", i, photo, None, mode="RGBA" if i == 0 else "RGB",
-                         png=i == 0 or i % 5 == 4, rng=rng))
+        rows.append(
+            _row(
+                "partial",
+                generator,
+                "real",
+                i,
+                photo,
+                None,
+                mode="RGBA" if i == 0 else "RGB",
+                png=i == 0 or i % 5 == 4,
+                rng=rng,
+            )
+        )
 
         region = _region(rng, height, width)
         source = scene * 0.4 + _scene(rng, height, width) * 0.6
@@ -179,8 +201,20 @@ def _generator_rows(generator: str, number: int, n: int, size: int, seed: int) -
         mask = np.repeat(region[:, :, None], 3, axis=2) * 255.0
         if i % 3 == 0:
             mask = _soft_edges(mask)
-        rows.append(_row("partial", generator, "fake", i, edited, mask, mode="RGB", png=False, rng=rng,
-                         mask_mode="L" if i == 2 else "RGB"))
+        rows.append(
+            _row(
+                "partial",
+                generator,
+                "fake",
+                i,
+                edited,
+                mask,
+                mode="RGB",
+                png=False,
+                rng=rng,
+                mask_mode="L" if i == 2 else "RGB",
+            )
+        )
     return rows
 
 
@@ -198,8 +232,18 @@ def _pair_size(i: int, size: int) -> tuple[int, int]:
     return size, size
 
 
-def _row(kind: str, generator: str, label_name: str, i: int, pixels: np.ndarray, mask: np.ndarray | None,
-         mode: str, png: bool, rng: np.random.Generator, mask_mode: str = "RGB") -> tuple:
+def _row(
+    kind: str,
+    generator: str,
+    label_name: str,
+    i: int,
+    pixels: np.ndarray,
+    mask: np.ndarray | None,
+    mode: str,
+    png: bool,
+    rng: np.random.Generator,
+    mask_mode: str = "RGB",
+) -> tuple:
     image = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
     if mode == "L":
         image = image.convert("L")
@@ -255,7 +299,7 @@ def _scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 def _photo(rng: np.random.Generator, scene: np.ndarray) -> np.ndarray:
     """The scene as a camera sees it: per-pixel sensor noise, slightly correlated across channels."""
-    shared = rng.normal(0, REAL_NOISE * 0.8, scene.shape[:2] + (1,))
+    shared = rng.normal(0, REAL_NOISE * 0.8, (*scene.shape[:2], 1))
     own = rng.normal(0, REAL_NOISE * 0.6, scene.shape)
     return scene + (shared + own).astype(np.float32)
 
@@ -263,8 +307,9 @@ def _photo(rng: np.random.Generator, scene: np.ndarray) -> np.ndarray:
 def _generated(rng: np.random.Generator, scene: np.ndarray, trace: Trace) -> np.ndarray:
     """The scene as a generator makes it: upsampled from 1/d, the periodic trace, a cast, little noise."""
     height, width = scene.shape[:2]
-    small = cv2.resize(scene, (max(1, width // trace.downscale), max(1, height // trace.downscale)),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        scene, (max(1, width // trace.downscale), max(1, height // trace.downscale)), interpolation=cv2.INTER_AREA
+    )
     image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     theta = np.deg2rad(trace.angle)
@@ -290,8 +335,16 @@ def _region(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
                 aspect = rng.uniform(0.5, 2.0)
                 a = np.sqrt(area / np.pi * aspect)
                 b = area / (np.pi * a)
-                cv2.ellipse(mask, (int(cx), int(cy)), (max(2, int(a)), max(2, int(b))),
-                            float(rng.uniform(0, 180)), 0, 360, 1, -1)
+                cv2.ellipse(
+                    mask,
+                    (int(cx), int(cy)),
+                    (max(2, int(a)), max(2, int(b))),
+                    float(rng.uniform(0, 180)),
+                    0,
+                    360,
+                    1,
+                    -1,
+                )
             else:
                 angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
                 wobble = 1 + sum(0.15 * np.sin(k * angles + rng.uniform(0, 2 * np.pi)) for k in (2, 3, 5))

@@ -9,7 +9,7 @@ their generator names from here.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 KNOWN_GENERATORS = ("sd15", "sd2", "sdxl", "sd3", "flux")
 KINDS = ("entire", "partial")

@@ -2,15 +2,19 @@
 
 ``import imdlbenco_maskclip`` registers ``MaskCLIP`` in Benco's ``MODELS`` and
 ``OpenSDIDataset`` in Benco's ``DATASETS`` (as soon as IMDLBenCo is imported: see
-``registration``), so existing Benco scripts can use both by name. The names below load on
+``host.registration``), so existing Benco scripts can use both by name. The names below load on
 first use, so that the ``benco`` command starts without importing torch or IMDLBenCo.
+
+The package is layered, each subpackage importing only those below it (``.importlinter``):
+``cli`` > ``training`` > ``evaluation`` > ``inference`` > ``checkpoints`` > ``model`` >
+``host`` > ``common``; ``dataset_adapters`` sits beside, importing nothing from here.
 """
 
 from importlib import import_module
 from typing import Any
 
-from imdlbenco_maskclip.host import check_host
-from imdlbenco_maskclip.registration import register_with_benco
+from imdlbenco_maskclip.host.registration import register_with_benco
+from imdlbenco_maskclip.host.version import check_host
 
 __version__ = "0.1.0"
 
@@ -20,9 +24,9 @@ register_with_benco()
 _LAZY = {
     "MaskCLIP": "imdlbenco_maskclip.model",
     "build_maskclip": "imdlbenco_maskclip.model",
-    "load_model": "imdlbenco_maskclip.loading",
-    "Predictor": "imdlbenco_maskclip.predictor",
-    "Prediction": "imdlbenco_maskclip.predictor",
+    "load_model": "imdlbenco_maskclip.checkpoints.loading",
+    "Predictor": "imdlbenco_maskclip.inference.predictor",
+    "Prediction": "imdlbenco_maskclip.inference.predictor",
     "OpenSDIDataset": "dataset_adapters",
     "MODELS": "IMDLBenCo.registry",
     "DATASETS": "IMDLBenCo.registry",

@@ -34,7 +34,6 @@ def json_export(opensdi_root, tmp_path_factory):
     return export_opensdi(opensdi_root, tmp_path_factory.mktemp("json"), format="json")
 
 
-
 TINY_IMAGE_SIZE = 64
 
 
@@ -45,12 +44,14 @@ def tiny_checkpoint(tmp_path_factory):
 
     import torch
 
-    from imdlbenco_maskclip.checkpoints import save_atomic
+    from imdlbenco_maskclip.checkpoints.layout import save_atomic
     from imdlbenco_maskclip.model import MaskCLIP
 
     torch.manual_seed(0)
     model = MaskCLIP(setting="tiny")
     path = tmp_path_factory.mktemp("tiny_checkpoint") / "checkpoint-best.pth"
     args = argparse.Namespace(image_size=TINY_IMAGE_SIZE, if_padding=False, model="MaskCLIP")
-    save_atomic({"model": model.state_dict(), "model_name": "MaskCLIP", "model_args": {"setting": "tiny"}, "args": args}, path)
+    save_atomic(
+        {"model": model.state_dict(), "model_name": "MaskCLIP", "model_args": {"setting": "tiny"}, "args": args}, path
+    )
     return path

@@ -10,4 +10,4 @@ from imdlbenco_maskclip.model.build import build_maskclip
 from imdlbenco_maskclip.model.maskclip import MaskCLIP
 from imdlbenco_maskclip.model.settings import SETTINGS, SIDE_SOURCES, MaskCLIPSettings, get_setting
 
-__all__ = ["MaskCLIP", "build_maskclip", "SETTINGS", "SIDE_SOURCES", "MaskCLIPSettings", "get_setting"]
+__all__ = ["SETTINGS", "SIDE_SOURCES", "MaskCLIP", "MaskCLIPSettings", "build_maskclip", "get_setting"]

@@ -5,17 +5,19 @@ scripts and ``benco train --model MaskCLIP`` build it by name; its parameters ar
 command-line options. The network itself (``maskclip.MaskCLIP``) never loads anything: this
 factory resolves the sources (a CLIP tag or file; an MAE or SAM file or URL) and each source
 carries its own key remapping (``weights.py``). Loading a trained checkpoint does not come
-through here (see ``imdlbenco_maskclip.loading``), so nothing is fetched only to be overwritten.
+through ``build_maskclip`` but through ``network_for_weights``, so nothing is fetched only to be
+overwritten.
 
 Note: this module must not use ``from __future__ import annotations``; Benco's
 ``create_argparser`` reads the parameter annotations as argparse types.
 """
 
 import logging
+from typing import Any, Mapping
 
 from IMDLBenCo.registry import MODELS
 
-from imdlbenco_maskclip.model.errors import OptionError
+from imdlbenco_maskclip.common.errors import OptionError
 from imdlbenco_maskclip.model.maskclip import NO_SOURCE, MaskCLIP
 from imdlbenco_maskclip.model.settings import SIDE_INITS, SIDE_SOURCES, get_setting
 from imdlbenco_maskclip.model.weights import create_clip, is_none, load_side_weights
@@ -29,7 +31,7 @@ def _is_default(value) -> bool:
     return value is not None and str(value).strip().lower() == DEFAULT
 
 
-def _resolve(value, default: str) -> str:
+def resolve_source(value, default: str) -> str:
     """A weights option: ``default`` -> the setting's, None/``none`` -> ``none``, else as given."""
     if _is_default(value):
         return default
@@ -62,8 +64,8 @@ def build_maskclip(
             activations (less memory at large batches, same function).
     """
     settings = get_setting(setting)
-    clip_source = _resolve(clip_pretrained, settings.clip.pretrained)
-    init = _resolve(side_init, settings.side.init).lower()
+    clip_source = resolve_source(clip_pretrained, settings.clip.pretrained)
+    init = resolve_source(side_init, settings.side.init).lower()
     if init not in SIDE_INITS:
         raise OptionError("side_init", f"'{side_init}' is not one of {', '.join(SIDE_INITS)}")
     weights_given = not (_is_default(side_weights) or is_none(side_weights))
@@ -75,4 +77,25 @@ def build_maskclip(
     if init != NO_SOURCE:
         source = str(side_weights).strip() if weights_given else SIDE_SOURCES[init].url
         model.weights_report = load_side_weights(model.side_vit, settings.side, init, source)
+    return model
+
+
+def network_for_weights(options: Mapping[str, Any], carries_clip: bool) -> MaskCLIP:
+    """The network of ``options`` (a checkpoint's recorded ``build_maskclip`` options) ready to
+    receive trained weights: the side network is never initialized from MAE or SAM, and the
+    frozen CLIP comes from its pretrained source only when the weights do not carry one
+    (``carries_clip``)."""
+    settings = get_setting(options.get("setting", "paper"))
+    clip, source = None, NO_SOURCE
+    if not carries_clip:
+        source = resolve_source(options.get("clip_pretrained", DEFAULT), settings.clip.pretrained)
+        if source != NO_SOURCE:
+            clip, source = create_clip(settings.clip, source)
+    model = MaskCLIP(
+        settings,
+        edge_lambda=float(options.get("edge_lambda", 20.0)),
+        grad_checkpointing=bool(options.get("grad_checkpointing", False)),
+        clip=clip,
+    )
+    model.clip_source = source
     return model

@@ -8,12 +8,13 @@ under the causal mask the pooled end-token output does not depend on later posit
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 @dataclass
 class ClipTaps:
@@ -37,9 +38,15 @@ class FrozenCLIP(nn.Module):
         self.model = model.requires_grad_(False)
         self.tap_blocks = tuple(tap_blocks)
         depth = len(model.visual.transformer.resblocks)
-        if not (getattr(model.visual.transformer, "batch_first", False) and getattr(model.transformer, "batch_first", False)):
+        if not (
+            getattr(model.visual.transformer, "batch_first", False) and getattr(model.transformer, "batch_first", False)
+        ):
             raise ValueError("FrozenCLIP needs open_clip's batch-first transformers (open_clip_torch >= 2.24)")
-        if not self.tap_blocks or max(self.tap_blocks) >= depth or list(self.tap_blocks) != sorted(set(self.tap_blocks)):
+        if (
+            not self.tap_blocks
+            or max(self.tap_blocks) >= depth
+            or list(self.tap_blocks) != sorted(set(self.tap_blocks))
+        ):
             raise ValueError(f"tap blocks {self.tap_blocks} must be increasing indices below the visual depth {depth}")
         self.image_size = tuple(model.visual.image_size)
         self.width = model.visual.transformer.width

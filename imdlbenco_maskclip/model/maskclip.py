@@ -67,13 +67,19 @@ class MaskCLIP(nn.Module):
         super().__init__()
         self.settings = settings = get_setting(setting)
         if len(settings.fuse_after) != len(settings.clip.tap_blocks):
-            raise ValueError(f"setting: {len(settings.fuse_after)} fusion points, {len(settings.clip.tap_blocks)} CLIP taps")
+            raise ValueError(
+                f"setting: {len(settings.fuse_after)} fusion points, {len(settings.clip.tap_blocks)} CLIP taps"
+            )
         self.clip_source = NO_SOURCE
-        self.weights_report: "LoadReport | None" = None
+        self.weights_report: LoadReport | None = None
         if clip is None:  # open_clip.create_model would warn that the weights are random
-            clip = open_clip.CLIP(**open_clip.get_model_config(settings.clip.model), quick_gelu=settings.clip.quick_gelu)
+            clip = open_clip.CLIP(
+                **open_clip.get_model_config(settings.clip.model), quick_gelu=settings.clip.quick_gelu
+            )
         self.clip = FrozenCLIP(clip, settings.clip.tap_blocks)
-        self.prompts = PromptLearner(settings.n_ctx, self.clip.text_width, settings.prompt_template, settings.clip.tokenizer)
+        self.prompts = PromptLearner(
+            settings.n_ctx, self.clip.text_width, settings.prompt_template, settings.clip.tokenizer
+        )
         self.side_vit = build_side_vit(settings.side)
         self.fusions = nn.ModuleList(
             ClipToSideFusion(self.clip.width, settings.side.width, settings.fusion_heads) for _ in settings.fuse_after
@@ -210,6 +216,7 @@ class MaskCLIP(nn.Module):
     def parameter_counts(self) -> dict:
         """Parameters per part (``clip`` frozen, the rest trainable), split as the published
         model's parts are counted."""
+
         def count(module: nn.Module) -> int:
             return sum(p.numel() for p in module.parameters())
 

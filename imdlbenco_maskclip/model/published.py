@@ -29,11 +29,12 @@ scores class 1 (fake) against the second and queries the mask decoder with it.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
 from imdlbenco_maskclip.model.settings import MaskCLIPSettings
+from imdlbenco_maskclip.model.weights import timm_block_key
 
 MARKERS = ("prompt_learner.ctx_pos", "aggregator.vit_model.patch_embed.proj.weight")
 
@@ -70,10 +71,6 @@ def is_published(state: Mapping[str, torch.Tensor]) -> bool:
     return all(marker in state for marker in MARKERS)
 
 
-def _side_key(name: str) -> str:
-    return "side_vit." + name.replace(".mlp.fc1.", ".mlp.lin1.").replace(".mlp.fc2.", ".mlp.lin2.")
-
-
 def _decoder_stage_key(stage: int, layer: int, rest: str) -> str:
     scale_layers = _SCALE_LAYERS[stage]
     if layer < scale_layers:
@@ -94,7 +91,7 @@ def from_published(state: Mapping[str, torch.Tensor], settings: MaskCLIPSettings
     for key, value in state.items():
         target = None
         if key.startswith("aggregator.vit_model."):
-            target = _side_key(key[len("aggregator.vit_model.") :])
+            target = "side_vit." + timm_block_key(key[len("aggregator.vit_model.") :])
         elif key in ("prompt_learner.ctx_neg", "prompt_learner.ctx_pos"):
             continue
         elif match := re.fullmatch(r"aggregator\.fusion_layers\.layer_(\d+)\.(.+)\.(weight|bias)", key):
@@ -123,5 +120,7 @@ def from_published(state: Mapping[str, torch.Tensor], settings: MaskCLIPSettings
     if unplaced:
         raise ValueError(f"{len(unplaced)} published keys have no place in MaskCLIP: {', '.join(unplaced[:12])}")
     if "prompt_learner.ctx_neg" in state and "prompt_learner.ctx_pos" in state:
-        mapped["prompts.contexts"] = torch.cat([state["prompt_learner.ctx_neg"], state["prompt_learner.ctx_pos"]], dim=0)
+        mapped["prompts.contexts"] = torch.cat(
+            [state["prompt_learner.ctx_neg"], state["prompt_learner.ctx_pos"]], dim=0
+        )
     return mapped

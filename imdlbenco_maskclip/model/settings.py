@@ -16,7 +16,7 @@ from pathlib import Path
 
 import open_clip
 
-from imdlbenco_maskclip.model.errors import OptionError
+from imdlbenco_maskclip.common.errors import OptionError
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ SIDE_SOURCES: dict[str, WeightSource] = {
 SIDE_INITS = ("none", *SIDE_SOURCES)
 
 
-def get_setting(name: "str | MaskCLIPSettings") -> MaskCLIPSettings:
+def get_setting(name: str | MaskCLIPSettings) -> MaskCLIPSettings:
     """The named setting (a ``MaskCLIPSettings`` passes through); an unknown name is an
     ``OptionError`` listing the known ones."""
     if isinstance(name, MaskCLIPSettings):

@@ -14,8 +14,8 @@ skip the padded queries; and the MLP recomputes its GELU in backward instead of 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -211,7 +211,7 @@ class SideBlock(Block):
 
 
 class SideViT(nn.Module):
-    """Patch embedding, absolute positions (a 1 x (slot + ``pos_grid``\ :sup:`2`) x C table,
+    r"""Patch embedding, absolute positions (a 1 x (slot + ``pos_grid``\ :sup:`2`) x C table,
     its class slot unused, resized to the token grid) and ViTDet blocks whose global
     relative positions are sized for ``grid``; the neck of SAM's encoder is not used."""
 
@@ -233,7 +233,9 @@ class SideViT(nn.Module):
         self.patch_size = patch_size
         self.pos_grid = pos_grid
         self.pos_prefix = int(pos_class_slot)
-        self.patch_embed = PatchEmbed(kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size), embed_dim=width)
+        self.patch_embed = PatchEmbed(
+            kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size), embed_dim=width
+        )
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_prefix + pos_grid * pos_grid, width))
         trunc_normal_(self.pos_embed, std=0.02)
         rates = torch.linspace(0, drop_path, depth).tolist()
@@ -258,7 +260,11 @@ class SideViT(nn.Module):
         """The position table without its class slot, resized (bicubic, align_corners=False,
         no antialiasing) to ``grid``: 1 x h x w x C, differentiable in the stored table."""
         table = resample_abs_pos_embed(
-            self.pos_embed, list(grid), [self.pos_grid, self.pos_grid], num_prefix_tokens=self.pos_prefix, antialias=False
+            self.pos_embed,
+            list(grid),
+            [self.pos_grid, self.pos_grid],
+            num_prefix_tokens=self.pos_prefix,
+            antialias=False,
         )
         return table[:, self.pos_prefix :].reshape(1, *grid, -1)
 

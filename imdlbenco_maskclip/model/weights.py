@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import open_clip
 import torch
@@ -24,7 +24,7 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from imdlbenco_maskclip.model.errors import OptionError, SourceNotFound
+from imdlbenco_maskclip.common.errors import OptionError, SourceNotFound
 from imdlbenco_maskclip.model.settings import SIDE_SOURCES, ClipSettings, SideSettings, WeightSource
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,10 @@ def create_clip(settings: ClipSettings, pretrained: str) -> tuple[nn.Module, str
             + (f" (tags: {', '.join(tags)})" if tags else " (use none or a file path)"),
         )
     statistics = (tuple(source.get("mean", OPENAI_DATASET_MEAN)), tuple(source.get("std", OPENAI_DATASET_STD)))
-    if bool(source.get("quick_gelu", False)) != settings.quick_gelu or statistics != (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD):
+    if bool(source.get("quick_gelu", False)) != settings.quick_gelu or statistics != (
+        OPENAI_DATASET_MEAN,
+        OPENAI_DATASET_STD,
+    ):
         raise OptionError(
             "clip_pretrained",
             f"{settings.model}/{pretrained} uses another activation or image statistics than this setting's CLIP "
@@ -136,11 +139,15 @@ def _fetch_side_checkpoint(init: str, weights: str) -> tuple[dict, str]:
         return raw, weights
     path = os.path.expanduser(weights)
     if not os.path.isfile(path):
-        raise SourceNotFound("side_weights", f"no file {path} (get {source.file_name} from {source.url} and pass {flag})")
+        raise SourceNotFound(
+            "side_weights", f"no file {path} (get {source.file_name} from {source.url} and pass {flag})"
+        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise OptionError("side_weights", f"cannot read {path} as a PyTorch checkpoint: {type(error).__name__}: {error}") from None
+        raise OptionError(
+            "side_weights", f"cannot read {path} as a PyTorch checkpoint: {type(error).__name__}: {error}"
+        ) from None
     return raw, path
 
 
@@ -157,7 +164,10 @@ def fit_position_table(table: torch.Tensor, class_slot: bool, target: torch.Tens
     source_side, target_side = math.isqrt(grid.shape[1]), math.isqrt(target.shape[1] - target_prefix)
     if source_side != target_side:
         grid = resample_abs_pos_embed(
-            grid, [target_side, target_side], [source_side, source_side], num_prefix_tokens=0,
+            grid,
+            [target_side, target_side],
+            [source_side, source_side],
+            num_prefix_tokens=0,
             antialias=target_side < source_side,
         )
     if target_prefix:
@@ -172,6 +182,12 @@ def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
         return table
     resized = F.interpolate(table.t().unsqueeze(0).float(), size=length, mode="linear")
     return resized[0].t().to(table.dtype)
+
+
+def timm_block_key(key: str) -> str:
+    """A timm ViT tensor name (MAE's, and the published side network's) under the side
+    network's segment-anything names: ``mlp.fc1/fc2`` become ``mlp.lin1/lin2``."""
+    return key.replace(".mlp.fc1.", ".mlp.lin1.").replace(".mlp.fc2.", ".mlp.lin2.")
 
 
 def remap_mae(state: Mapping[str, torch.Tensor], side: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -191,7 +207,7 @@ def remap_mae(state: Mapping[str, torch.Tensor], side: nn.Module) -> tuple[dict[
             class_slot = value.shape[1] != math.isqrt(value.shape[1]) ** 2
             mapped["pos_embed"] = fit_position_table(value, class_slot, target["pos_embed"])
         else:
-            mapped[key.replace(".mlp.fc1.", ".mlp.lin1.").replace(".mlp.fc2.", ".mlp.lin2.")] = value
+            mapped[timm_block_key(key)] = value
     return mapped, unused
 
 
@@ -241,7 +257,9 @@ def load_side_weights(side: nn.Module, settings: SideSettings, init: str, weight
     try:
         result = side.load_state_dict(mapped, strict=False)
     except RuntimeError as error:
-        raise OptionError("side_weights", f"{where} does not fit the side network for --side_init {init}: {error}") from None
+        raise OptionError(
+            "side_weights", f"{where} does not fit the side network for --side_init {init}: {error}"
+        ) from None
     expected_absent = {k for k in result.missing_keys if init == "mae" and k.endswith((".rel_pos_h", ".rel_pos_w"))}
     report = LoadReport(
         source=f"side network ({init}) from {where}",

@@ -1,0 +1,139 @@
+"""Checkpoints in Benco's layout: the one module that writes and reads their entries.
+
+A checkpoint is Benco's dict (``model``, ``optimizer``, ``epoch``, ``scaler``, ``args``) so that
+Benco's own ``misc.load_model`` reads ours; we add ``model_name`` and ``model_args`` so that
+``benco test``/``predict`` can rebuild the model without flags, ``best_metric``, ``history``
+and ``precision`` so that ``--resume`` goes on where the run stopped, and ``selected_on`` and
+``selection_data`` so that ``benco test`` can say what the weights were chosen on. ``args`` is
+stored as a plain ``argparse.Namespace`` of plain values, which weights-only loading accepts
+once ``workarounds.allow_namespace_checkpoints`` has run. Everything else sees a ``TrainingState``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imdlbenco_maskclip.common.atomic import atomic_path
+from imdlbenco_maskclip.common.errors import UserError
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds. Benco's own checkpoints, older ones of this package and bare
+    state dicts lack some entries: those read as None (or empty)."""
+
+    weights: dict[str, torch.Tensor]
+    model_name: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    run_args: dict[str, Any] = field(default_factory=dict)
+    epoch: int | None = None
+    best_metric: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    precision: str | None = None
+    selected_on: str | None = None
+    selection_data: dict[str, Any] | None = None
+    optimizer: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+
+    @property
+    def named_model(self) -> str | None:
+        """The model the file names: ours as ``model_name``, Benco's as ``args.model``."""
+        return self.model_name or self.run_args.get("model")
+
+
+def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Save ``payload`` to ``path`` atomically, flushed to disk before the rename."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write(state: TrainingState, path: Path) -> None:
+    """Write ``state`` to ``path`` atomically; without optimizer state it holds no ``optimizer``
+    and ``scaler`` entries (a weights-only checkpoint)."""
+    payload = {
+        "model": state.weights,
+        "epoch": state.epoch,
+        "args": _plain_namespace(state.run_args),
+        "model_name": state.model_name,
+        "model_args": state.model_args,
+        "best_metric": state.best_metric,
+        "history": state.history,
+        "precision": state.precision,
+        "selected_on": state.selected_on,
+        "selection_data": state.selection_data,
+    }
+    if state.optimizer is not None:
+        payload.update(optimizer=state.optimizer, scaler=state.scaler)
+    save_atomic(payload, path)
+
+
+def read(path: str | Path) -> TrainingState:
+    """Read a checkpoint of this package or Benco's, or a bare state dict; the weights lose
+    DDP's ``module.`` prefix."""
+    payload = _load(Path(path).expanduser())
+    args = payload.get("args")
+    epoch = payload.get("epoch")
+    return TrainingState(
+        weights=_without_ddp_prefix(payload["model"]),
+        model_name=payload.get("model_name"),
+        model_args=dict(payload.get("model_args") or {}),
+        run_args=dict(args) if isinstance(args, dict) else dict(vars(args)) if args is not None else {},
+        epoch=int(epoch) if epoch is not None else None,
+        best_metric=payload.get("best_metric"),
+        history=list(payload.get("history") or []),
+        precision=payload.get("precision"),
+        selected_on=payload.get("selected_on"),
+        selection_data=payload.get("selection_data"),
+        optimizer=payload.get("optimizer"),
+        scaler=payload.get("scaler"),
+    )
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """The file's dict; a bare state dict becomes ``{'model': ...}``."""
+    from imdlbenco_maskclip.host.workarounds import allow_namespace_checkpoints
+
+    if not path.is_file():
+        raise UserError(f"--checkpoint: no file {path}")
+    allow_namespace_checkpoints()
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or foreign files
+        raise UserError(f"--checkpoint: cannot read {path} as a PyTorch checkpoint: {error}") from None
+    if not isinstance(payload, dict):
+        raise UserError(f"--checkpoint: {path} holds a {type(payload).__name__}, not a checkpoint dict")
+    if "model" not in payload:
+        if payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+            payload = {"model": payload}
+        else:
+            raise UserError(f"--checkpoint: {path} has no 'model' entry (keys: {', '.join(map(str, payload))})")
+    return payload
+
+
+def _without_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state and all(key.startswith("module.") for key in state):
+        return {key[len("module.") :]: value for key, value in state.items()}
+    return state
+
+
+def _plain_namespace(values: dict[str, Any]) -> argparse.Namespace:
+    """``values`` as a Namespace of JSON-like values (paths become strings)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return str(value)
+
+    return argparse.Namespace(**{k: plain(v) for k, v in values.items()})

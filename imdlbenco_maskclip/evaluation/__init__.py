@@ -1,0 +1,8 @@
+"""The OpenSDI protocol and what it leaves: the table of metrics and the per-split scores
+(``protocol``), perturbation levels (``perturbations``), a ``benco test`` run and its typed
+settings (``test_run``, ``config``), the results tables (``tables``), the paper's leaderboard
+(``leaderboard``), the HTML report (``report``), the picture of the shortcut audit
+(``audit_figure``) and ``benco compare`` (``comparison``).
+
+May import ``inference`` and everything below it.
+"""
