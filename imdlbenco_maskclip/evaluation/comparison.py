@@ -295,17 +295,15 @@ def pair_runs(runs: Sequence[ComparedRun], settings: bootstrap.Settings) -> tupl
     reference, others = runs[0], runs[1:]
     if not others:
         return [], []
-    if reference.per_image is None:
-        return [], [
-            f"no run is paired: the reference {reference.label} has no {per_image.FILE_NAME} beside its results"
-        ]
-    base = per_image.read(reference.per_image)
+    base = per_image.read(reference.per_image) if reference.per_image is not None else {}
+    if not base:
+        return [], [f"no run is paired: the reference {reference.label} has no per-image records beside its results"]
     paired, not_paired = [], []
     for run in others:
-        if run.per_image is None:
-            not_paired.append(f"{run.label}: no {per_image.FILE_NAME} beside its results; shown, not paired")
+        records = per_image.read(run.per_image) if run.per_image is not None else {}
+        if not records:
+            not_paired.append(f"{run.label}: no per-image records beside its results; shown, not paired")
             continue
-        records = per_image.read(run.per_image)
         pairs, unpaired = {}, []
         for split in (s for s in base if s in records):
             aligned = _aligned(base[split], records[split])
