@@ -94,7 +94,8 @@ class SplitArrays:
         return images, partial
 
     def figures(self, metrics: Sequence[Metric], images: np.ndarray, partial: np.ndarray) -> dict[str, np.ndarray]:
-        """Each figure for every row of the weights (NaN where a row cannot have it)."""
+        """Each figure for every row of the weights (NaN where a row cannot have it, and for a
+        figure over all images that has no ``compute``)."""
         out = {}
         for metric in metrics:
             if metric.per_image:
@@ -103,7 +104,7 @@ class SplitArrays:
                 present = np.isfinite(values)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[metric.name] = (weights @ np.where(present, values, 0.0)) / (weights @ present)
-            elif self.size and not np.isnan(self.probabilities).any():
+            elif metric.compute is not None and self.size and not np.isnan(self.probabilities).any():
                 out[metric.name] = metric.compute(self.probabilities, self.labels, images)
             else:
                 out[metric.name] = np.full(len(images), np.nan)

@@ -317,12 +317,22 @@ def _probabilities(records: Sequence[ImageRecord], split: str) -> tuple[np.ndarr
     return np.array([r.pred_label for r in chosen], dtype=np.float64), np.array([r.label for r in chosen])
 
 
-def _probability_section(records: Sequence[ImageRecord], splits: Sequence[str]) -> str:
+def _panels(records: Sequence[ImageRecord], splits: Sequence[str], height: float) -> tuple[dict, Any, Any] | None:
+    """Each split's fake probabilities and labels, and a figure with one panel per split
+    (shared y axis); None when no split has probabilities."""
     shown = {split: found for split in splits if (found := _probabilities(records, split)) is not None}
     if not shown:
-        return ""
+        return None
     plt = html_page.pyplot()
-    figure, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.0), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), height), squeeze=False, sharey=True)
+    return shown, figure, axes
+
+
+def _probability_section(records: Sequence[ImageRecord], splits: Sequence[str]) -> str:
+    panels = _panels(records, splits, 3.0)
+    if panels is None:
+        return ""
+    shown, figure, axes = panels
     bins = np.linspace(0, 1, 21)
     for axis, (split, (p, y)) in zip(axes.flat, shown.items()):
         axis.hist(p[y == 0], bins=bins, alpha=0.6, color="tab:blue", label="real")
@@ -345,11 +355,10 @@ def _probability_section(records: Sequence[ImageRecord], splits: Sequence[str]) 
 
 
 def _reliability_section(records: Sequence[ImageRecord], splits: Sequence[str]) -> str:
-    shown = {split: found for split in splits if (found := _probabilities(records, split)) is not None}
-    if not shown:
+    panels = _panels(records, splits, 3.4)
+    if panels is None:
         return ""
-    plt = html_page.pyplot()
-    figure, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4), squeeze=False, sharey=True)
+    shown, figure, axes = panels
     rows = []
     for axis, (split, (p, y)) in zip(axes.flat, shown.items()):
         bins = calibration.reliability(p, y)

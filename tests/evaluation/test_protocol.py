@@ -266,3 +266,19 @@ def test_a_tiny_edit_that_vanishes_at_64_px_is_counted_and_left_out_of_pixel_auc
     markdown = (tmp_path / "out" / "opensdi_results.md").read_text()
     assert "1 partial fake(s) have an empty mask at the evaluated size (sd15 1)" in markdown
     assert json.loads((tmp_path / "out" / "opensdi_results.json").read_text())["splits"][0]["n_empty_mask"] == 1
+
+
+def test_the_best_threshold_is_the_highest_mean_f1_ties_nearest_one_half():
+    def fake(curve: list[float | None]) -> protocol.ImageRecord:
+        return protocol.ImageRecord(
+            "v", 0, "partial/v/fake/1.png", 1, True, True, None, {"pixel_f1": 0.0}, tuple(curve)
+        )
+
+    t = protocol.THRESHOLDS
+    rising = [fake([i / 20 for i in range(19)]), fake([0.5] * 19)]
+    assert protocol.best_threshold(rising) == t[-1]
+    flat = [fake([0.3] * 19)]
+    assert protocol.best_threshold(flat) == 0.5
+    two_peaks = [fake([0.9 if x in (0.2, 0.45) else 0.1 for x in t])]
+    assert protocol.best_threshold(two_peaks) == 0.45
+    assert protocol.best_threshold([fake([])]) is None
