@@ -169,7 +169,7 @@ def write_results(
     if result.val_threshold is not None:
         markdown += (
             f"\nThe checkpoint's threshold chosen on held-out validation is {result.val_threshold:g}; "
-            f"'{result.extra[-1].title}' is pixel F1 there.\n"
+            f"'{protocol.f1_at_threshold(result.val_threshold).title}' is pixel F1 there.\n"
         )
     if compare:
         markdown += f"\n## Beside the paper\n\n{paper_comparison(result, model_name)}\n"

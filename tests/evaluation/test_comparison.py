@@ -430,8 +430,16 @@ def test_runs_on_different_files_are_flagged_and_older_results_still_read(tmp_pa
         payload["fingerprints"] = {"sd15": {"kind": "parquet", "files": [], "sha256": digest}}
         payload["fingerprints"]["sd2"] = {"kind": "parquet", "files": [], "sha256": "3" * 64}
         path.write_text(json.dumps(payload))
-    write_run(tmp_path / "old", "MaskCLIP", {"sd15": COUNTS, "sd2": COUNTS}, seed=12)  # written before fingerprints
+    write_run(tmp_path / "old", "MaskCLIP", {"sd15": COUNTS, "sd2": COUNTS}, seed=12)
+    old = tmp_path / "old" / "opensdi_results.json"
+    payload = json.loads(old.read_text())
+    added = ("tpr_at_fpr5", "ece", "real_fpr", "real_area", "n_empty_mask")
+    for row in [*payload["splits"], payload["mean"]]:  # as written before this change
+        for key in added:
+            del row[key]
+    old.write_text(json.dumps(payload))
     result = comparison.compare([tmp_path / "a", tmp_path / "b", tmp_path / "old"])
+    assert result.runs[2].splits["sd15"]["ece"] is None and result.means["MaskCLIP (old)"]["pixel_f1"] is not None
     data = [m for m in result.mismatches if m.kind == "data"]
     assert [m.split for m in data] == ["sd15"]
     assert data[0].values == {"MaskCLIP (a)": "1" * 64, "MaskCLIP (b)": "2" * 64}
