@@ -402,7 +402,9 @@ def paired_note(comparison: Comparison) -> str:
     return (
         f"Each figure of a run minus the reference's ({comparison.runs[0].label}) on the same images, with its 95% "
         f"paired-bootstrap interval ({settings.resamples} resamples, seed {settings.seed}; both runs scored on the same "
-        "redrawn images); * marks an interval that excludes 0. For ECE, real FPR and real area lower is better."
+        "redrawn images); * marks an interval that excludes 0. Lower is better for "
+        + ", ".join(m.title for m in protocol.METRICS if not m.higher_is_better)
+        + "."
     )
 
 

@@ -112,7 +112,6 @@ THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 """Where each fake's pixel F1 is also computed (0.05 to 0.95), for the F1-against-threshold
 curve of the report and the threshold chosen on validation; 0.5 is among them, so the curve
 passes through the table's figure."""
-VAL_THRESHOLD_FIGURE = "pixel_f1_at_val_threshold"
 
 
 def f1_at_threshold(threshold: float) -> Metric:
@@ -121,7 +120,7 @@ def f1_at_threshold(threshold: float) -> Metric:
     checkpoint's validation threshold."""
     index = THRESHOLDS.index(threshold)
     return Metric(
-        VAL_THRESHOLD_FIGURE,
+        "pixel_f1_at_val_threshold",
         f"pixel F1 at {threshold:g}",
         None,
         PARTIAL_FAKES,
@@ -137,11 +136,6 @@ def metric_named(name: str) -> Metric:
 def pixel_metrics() -> tuple[Metric, ...]:
     """The metrics computed per partial fake, in ``METRICS`` order."""
     return tuple(m for m in METRICS if m.population == PARTIAL_FAKES)
-
-
-def image_metrics() -> tuple[Metric, ...]:
-    """The metrics computed over all images of a split, in ``METRICS`` order."""
-    return tuple(m for m in METRICS if m.population == ALL_IMAGES)
 
 
 @dataclass
