@@ -29,6 +29,7 @@ figure img { max-width: 100%; }
 .facts th { text-align: left; background: #f3f3f3; }
 .facts td { text-align: left; }
 .wide { overflow-x: auto; }
+.estimates td { white-space: nowrap; }
 .examples { display: flex; flex-wrap: wrap; gap: 0.5em; margin-bottom: 1em; }
 .example { border: 1px solid #ccc; padding: 0.3em; font-size: 0.8em; text-align: center; }
 .example div { white-space: nowrap; }

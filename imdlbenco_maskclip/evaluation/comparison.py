@@ -596,7 +596,7 @@ def html(comparison: Comparison) -> str:
     for number, (pairing, header, rows) in enumerate(paired_tables(comparison), 1):
         body.append(
             f"<h3>{escape(pairing.run)} minus {escape(pairing.reference)}</h3>"
-            + html_page.table_html(header, rows, table_id=f"paired-{number}")
+            + html_page.table_html(header, rows, table_id=f"paired-{number}", css="estimates")
         )
     if unpaired_lines(comparison):
         items = "".join(f"<li>{escape(line)}</li>" for line in unpaired_lines(comparison))

@@ -230,7 +230,8 @@ def _table_section(payload: Mapping[str, Any]) -> str:
             f'<p id="empty-masks">{empty} partial fake(s) have an empty mask at the evaluated size (n empty mask): '
             "counted in n partial and left out of pixel AUC, which Benco's evaluator would score 0.</p>"
         )
-    text += html_page.table_html([title for _, title in columns(metrics)], rows, "results")
+    table = html_page.table_html([title for _, title in columns(metrics)], rows, "results", "estimates")
+    text += f'<div class="wide">{table}</div>'
     if "paper" in payload:
         text += _paper_table(payload)
     return text
