@@ -1,5 +1,5 @@
 """OpenSDI parquet shards for IMDLBenCo: a Benco dataset, a row-group shuffled training order,
-export to Benco's layouts, synthetic shards.
+export to Benco's layouts, synthetic shards, fingerprints of test data.
 
 A layer below ``imdlbenco_maskclip``: it imports nothing from it (an import-linter contract
 checks this). ``OpenSDIDataset`` enters Benco's ``DATASETS`` when ``dataset_adapters.opensdi`` is
@@ -20,8 +20,10 @@ _LAZY = {
     "RowGroupShuffleSampler": "dataset_adapters.rowgroup_sampler",
     "SampleRecord": "dataset_adapters.opensdi",
     "export_opensdi": "dataset_adapters.export",
+    "file_list_fingerprint": "dataset_adapters.fingerprint",
     "find_shards": "dataset_adapters.shards",
     "list_generators": "dataset_adapters.shards",
+    "shard_fingerprint": "dataset_adapters.fingerprint",
     "write_opensdi_shard": "dataset_adapters.synthetic",
     "write_synthetic_opensdi": "dataset_adapters.synthetic",
 }

@@ -126,6 +126,11 @@ class OpenSDIDataset(AbstractDataset):
         return chosen
 
     @property
+    def shard_paths(self) -> list[str]:
+        """The parquet files this dataset reads."""
+        return [shard.path for shard in self._index.shards]
+
+    @property
     def generators(self) -> list[str]:
         """Generators of the shards this dataset reads, in the paper's order."""
         return generator_order([s.generator for s in self._index.shards])

@@ -3,8 +3,10 @@
 A checkpoint is Benco's dict (``model``, ``optimizer``, ``epoch``, ``scaler``, ``args``) so that
 Benco's own ``misc.load_model`` reads ours; we add ``model_name`` and ``model_args`` so that
 ``benco test``/``predict`` can rebuild the model without flags, ``best_metric``, ``history``
-and ``precision`` so that ``--resume`` goes on where the run stopped, and ``selected_on`` and
-``selection_data`` so that ``benco test`` can say what the weights were chosen on. ``args`` is
+and ``precision`` so that ``--resume`` goes on where the run stopped, ``selected_on`` and
+``selection_data`` so that ``benco test`` can say what the weights were chosen on, and
+``val_threshold`` (a best checkpoint chosen on held-out validation: the pixel threshold that
+maximized mean pixel F1 there) for ``benco test``, ``predict`` and ``serve``. ``args`` is
 stored as a plain ``argparse.Namespace`` of plain values, which weights-only loading accepts
 once ``workarounds.allow_namespace_checkpoints`` has run. Everything else sees a ``TrainingState``.
 """
@@ -38,6 +40,7 @@ class TrainingState:
     precision: str | None = None
     selected_on: str | None = None
     selection_data: dict[str, Any] | None = None
+    val_threshold: float | None = None
     optimizer: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None
 
@@ -69,6 +72,7 @@ def write(state: TrainingState, path: Path) -> None:
         "precision": state.precision,
         "selected_on": state.selected_on,
         "selection_data": state.selection_data,
+        "val_threshold": state.val_threshold,
     }
     if state.optimizer is not None:
         payload.update(optimizer=state.optimizer, scaler=state.scaler)
@@ -92,6 +96,7 @@ def read(path: str | Path) -> TrainingState:
         precision=payload.get("precision"),
         selected_on=payload.get("selected_on"),
         selection_data=payload.get("selection_data"),
+        val_threshold=payload.get("val_threshold"),
         optimizer=payload.get("optimizer"),
         scaler=payload.get("scaler"),
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from imdlbenco_maskclip.cli.options import parse_count, parse_seed
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -26,9 +28,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="add the paper's leaderboard rows beside the runs, for the figures it reports",
     )
+    parser.add_argument(
+        "--bootstrap",
+        type=parse_count,
+        default=1000,
+        metavar="N",
+        help="resamples of the paired 95%% intervals (0: differences without intervals; default: 1000)",
+    )
+    parser.add_argument(
+        "--bootstrap_seed",
+        "--bootstrap-seed",
+        type=parse_seed,
+        default=0,
+        metavar="N",
+        help="seed of the paired resamples (default: 0)",
+    )
     parser.epilog = (
-        "Splits that not every run tested, or that the runs scored on different numbers of images, "
-        "are flagged; the mean covers only the splits every run tested."
+        "Splits that not every run tested, that the runs scored on different numbers of images or on "
+        "different files, are flagged; the mean covers only the splits every run tested. Runs with a "
+        "per_image.csv are paired image by image with the first run given."
     )
 
 
@@ -36,11 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from imdlbenco_maskclip.evaluation import comparison
+    from imdlbenco_maskclip.evaluation.bootstrap import Settings
 
-    result = comparison.compare([Path(p) for p in args.results], args.compare_paper)
+    result = comparison.compare(
+        [Path(p) for p in args.results], args.compare_paper, Settings(args.bootstrap, args.bootstrap_seed)
+    )
     print(comparison.tables_markdown(result))
     written = comparison.write(result, Path(args.output_dir))
     print("\nWrote " + ", ".join(str(p) for p in written))
+    for line in comparison.unpaired_lines(result):
+        print(f"benco compare: not paired: {line}", file=sys.stderr)
     warnings = [m.message for m in result.mismatches]
     if args.compare_paper and not result.paper:
         warnings.append(f"the paper reports none of the splits {', '.join(result.splits)}: no paper rows")

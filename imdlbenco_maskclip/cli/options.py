@@ -179,12 +179,17 @@ def parse_rate(text: str) -> float:
     return value
 
 
-def parse_seed(text: str) -> int:
-    """A random seed: an integer >= 0 (numpy's seed sequences take no negative numbers)."""
+def parse_count(text: str) -> int:
+    """A count: an integer >= 0."""
     value = int(text)
     if value < 0:
         raise ValueError("must be an integer >= 0")
     return value
+
+
+def parse_seed(text: str) -> int:
+    """A random seed: an integer >= 0 (numpy's seed sequences take no negative numbers)."""
+    return parse_count(text)
 
 
 GENERATORS_HELP = f"{' '.join(KNOWN_GENERATORS)}, or any other the shards hold"

@@ -15,6 +15,22 @@ if TYPE_CHECKING:
     from imdlbenco_maskclip.cli.options import RunConfig
     from imdlbenco_maskclip.inference.predictor import Predictor
 
+
+def parse_probability(text: str) -> float:
+    """A threshold on a probability: a number from 0 to 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a number from 0 to 1")
+    return value
+
+
+THRESHOLD = Option(
+    "threshold",
+    parse_probability,
+    None,
+    "probability above which a pixel counts as edited (overlays, manipulated fraction); "
+    "unset: the checkpoint's val_threshold (chosen on held-out validation), else 0.5",
+)
 MAX_PIXELS = Option(
     "max_pixels",
     int,
@@ -35,6 +51,7 @@ OPTIONS = [
         help="zero-pad to --image_size instead of resizing (a larger image is first shrunk to fit; "
         "masks come back at the original size); without it, as the checkpoint's run did",
     ),
+    THRESHOLD,
     MAX_PIXELS,
     Option("batch_size", parse_size, 8, "images per step", metavar="N"),
     options.DEVICE,
@@ -63,7 +80,7 @@ def build_predictor(config: RunConfig) -> Predictor:
     """The ``Predictor`` that ``benco predict`` and ``benco serve`` options describe: the
     checkpoint's model (``--model`` and ``model_args:`` override what it records) at
     ``--image_size`` (else the run's), padded with ``--if_padding`` (else as the run did), with
-    ``--max_pixels`` as this process's limit."""
+    ``--max_pixels`` as this process's limit and ``--threshold`` (else the checkpoint's)."""
     from imdlbenco_maskclip.inference import photos
     from imdlbenco_maskclip.inference.predictor import Predictor
 
@@ -77,6 +94,7 @@ def build_predictor(config: RunConfig) -> Predictor:
         padding=True if values["if_padding"] else None,
         max_pixels=photos.allow_pixels(values["max_pixels"]),
         model_name=values["model"],
+        threshold=values["threshold"],
         **config.model_args,
     )
 
@@ -96,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     skipped = sum(1 for row in rows if row.get("error"))
     how = "padded" if predictor.padding else "resized"
     print(
-        f"{type(predictor.model).__name__} at {predictor.image_size} px ({how}): {len(rows) - skipped} images predicted, "
+        f"{type(predictor.model).__name__} at {predictor.image_size} px ({how}, threshold {predictor.threshold:g}): "
+        f"{len(rows) - skipped} images predicted, "
         f"{skipped} skipped -> {output_dir}/masks, {output_dir}/overlays, {output_dir}/predictions.csv"
     )
     return 0

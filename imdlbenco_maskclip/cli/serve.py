@@ -11,7 +11,7 @@ from imdlbenco_maskclip.cli.options import Option
 OPTIONS = [
     options.CHECKPOINT,
     options.CHECKPOINT_MODEL,
-    *(o for o in predict.OPTIONS if o.name in ("image_size", "if_padding", "amp")),
+    *(o for o in predict.OPTIONS if o.name in ("image_size", "if_padding", "amp", "threshold")),
     options.DEVICE,
     replace(
         predict.MAX_PIXELS,

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from imdlbenco_maskclip.cli import options
-from imdlbenco_maskclip.cli.options import Option, parse_seed, parse_size
+from imdlbenco_maskclip.cli.options import Option, parse_count, parse_seed, parse_size
 
 OPTIONS = [
     options.CHECKPOINT,
@@ -55,6 +55,14 @@ OPTIONS = [
         "seed of the noise perturbation (with a hash of each image's pixels)",
         metavar="N",
     ),
+    Option(
+        "bootstrap",
+        parse_count,
+        1000,
+        "resamples of the 95%% intervals written beside each figure (percentile bootstrap over images); 0: none",
+        metavar="N",
+    ),
+    Option("bootstrap_seed", parse_seed, 0, "seed of the bootstrap resamples", metavar="N"),
     options.DEVICE,
     options.NUM_WORKERS,
     Option("output_dir", str, None, "where the tables go (default: the checkpoint's folder)", metavar="DIR"),
@@ -122,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         perturbed=run_.perturbed,
         perturb_seed=config.perturb_seed,
         audit=run_.audit,
+        intervals=run_.intervals,
     )
     print("\nWrote " + ", ".join(str(p) for p in written))
     return 0

@@ -12,7 +12,7 @@ import html
 import io
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from PIL import Image
 
@@ -29,6 +29,7 @@ figure img { max-width: 100%; }
 .facts th { text-align: left; background: #f3f3f3; }
 .facts td { text-align: left; }
 .wide { overflow-x: auto; }
+.estimates td { white-space: nowrap; }
 .examples { display: flex; flex-wrap: wrap; gap: 0.5em; margin-bottom: 1em; }
 .example { border: 1px solid #ccc; padding: 0.3em; font-size: 0.8em; text-align: center; }
 .example div { white-space: nowrap; }
@@ -72,29 +73,46 @@ def figure_html(uri: str, caption: str, figure_id: str) -> str:
     )
 
 
+class Estimate(NamedTuple):
+    """A figure with its 95% interval (``low``, ``high``: None when it has none), shown as
+    ``0.672 [0.641, 0.702]``; ``marked`` appends `` *`` (e.g. an interval that excludes 0)."""
+
+    value: float
+    low: float | None
+    high: float | None
+    marked: bool = False
+
+
 def cell(value: Any) -> str:
-    """A table cell's text, in Markdown and HTML alike: floats to four places, missing values as a dash."""
+    """A table cell's text, in Markdown and HTML alike: floats to four places, an ``Estimate``
+    to three with its interval, missing values as a dash."""
     if value is None:
         return "-"
+    if isinstance(value, Estimate):
+        text = f"{value.value:.3f}" if value.low is None else f"{value.value:.3f} [{value.low:.3f}, {value.high:.3f}]"
+        return text + (" *" if value.marked else "")
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
 
 
 def table_html(header: Sequence[str], rows: Iterable[Sequence[Any]], table_id: str = "", css: str = "") -> str:
-    """A table whose cells carry ``data-value`` with the exact number, so tests and scripts can
-    read the page back without parsing rounded text."""
+    """A table whose cells carry ``data-value`` with the exact number (and an ``Estimate``'s
+    ``data-low``/``data-high``), so tests and scripts can read the page back without parsing
+    rounded text."""
     attrs = (f' id="{escape(table_id)}"' if table_id else "") + (f' class="{escape(css)}"' if css else "")
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for row in rows:
         cells = []
         for value in row:
-            data = (
-                f' data-value="{escape(repr(value))}"'
-                if isinstance(value, (int, float)) and not isinstance(value, bool)
-                else ""
-            )
+            data = ""
+            if isinstance(value, Estimate):
+                data = f' data-value="{escape(repr(value.value))}"'
+                if value.low is not None:
+                    data += f' data-low="{escape(repr(value.low))}" data-high="{escape(repr(value.high))}"'
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                data = f' data-value="{escape(repr(value))}"'
             cells.append(f"<td{data}>{escape(cell(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

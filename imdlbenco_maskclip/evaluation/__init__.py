@@ -1,8 +1,10 @@
 """The OpenSDI protocol and what it leaves: the table of metrics and the per-split scores
-(``protocol``), perturbation levels (``perturbations``), a ``benco test`` run and its typed
-settings (``test_run``, ``config``), the results tables (``tables``), the paper's leaderboard
-(``leaderboard``), the HTML report (``report``), the picture of the shortcut audit
-(``audit_figure``) and ``benco compare`` (``comparison``).
+(``protocol``), the figures of the fake probability for many image weightings at once
+(``detection_figures``, ``calibration``), their bootstrap intervals and paired differences
+(``bootstrap``), perturbation levels (``perturbations``), a ``benco test`` run and its typed
+settings (``test_run``, ``config``), the results tables (``tables``) and ``per_image.csv``
+(``per_image``), the paper's leaderboard (``leaderboard``), the HTML report (``report``), the
+picture of the shortcut audit (``audit_figure``) and ``benco compare`` (``comparison``).
 
 May import ``inference`` and everything below it.
 """

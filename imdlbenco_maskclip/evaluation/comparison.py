@@ -5,9 +5,18 @@ baseline). The runs are aligned by split (generator). A split that not every run
 that the runs scored on different numbers of images (any of ``protocol.COUNTS``), is a
 mismatch: it is listed in every output instead of being averaged in silence, and each run's
 mean is recomputed (as ``benco test`` computes it) over the splits that all runs tested, so
-that no run's mean covers a generator another's leaves out. The figures and columns come from
-``protocol.METRICS``; the paper's rows, from the metrics whose ``paper`` names a leaderboard
-figure.
+that no run's mean covers a generator another's leaves out. Runs whose data fingerprints
+differ for a split they share (other files, or another hub revision) are flagged the same way;
+results written before fingerprints were recorded are read and simply not checked. The figures
+and columns come from ``protocol.METRICS``; the paper's rows, from the metrics whose ``paper``
+names a leaderboard figure.
+
+Each run with a ``per_image.csv`` beside its results is paired with the first run given (the
+reference) image by image: on every split both scored on the same images (same names and
+labels), each figure's difference (run minus reference) with its paired-bootstrap 95%
+interval, and the same for the mean over those splits (``bootstrap.paired_differences``). A
+split whose images differ is named and left unpaired; runs without per-image records, and the
+paper's rows, are shown but not paired.
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ from typing import Any
 from imdlbenco_maskclip.common import html_page
 from imdlbenco_maskclip.common.atomic import write_text
 from imdlbenco_maskclip.common.errors import UserError
-from imdlbenco_maskclip.evaluation import leaderboard, protocol, tables
+from imdlbenco_maskclip.common.html_page import Estimate
+from imdlbenco_maskclip.evaluation import bootstrap, leaderboard, per_image, protocol, tables
 
 RESULTS_NAME = "opensdi_results.json"
 COUNT_TITLES = {"n_pixel": "partial fakes", "n_images": "images", "n_real": "real images", "n_fake": "fake images"}
@@ -32,8 +42,9 @@ COUNT_TITLES = {"n_pixel": "partial fakes", "n_images": "images", "n_real": "rea
 
 @dataclass
 class ComparedRun:
-    """One ``benco test`` result: the file it came from, its label here, and its rows by split
-    (each metric of ``METRICS`` and each count, None where absent)."""
+    """One ``benco test`` result: the file it came from, its label here, its rows by split
+    (each metric of ``METRICS`` and each count, None where absent), each split's data
+    fingerprint (empty for older results) and its ``per_image.csv`` (None when absent)."""
 
     source: Path
     model: str
@@ -41,6 +52,8 @@ class ComparedRun:
     selected_on: str | None
     splits: dict[str, dict[str, Any]]
     label: str = ""
+    fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    per_image: Path | None = None
 
 
 @dataclass
@@ -60,8 +73,8 @@ class PaperRow:
 @dataclass
 class Mismatch:
     """Why one split is not comparable across the runs: ``kind`` is ``split`` (not every run
-    tested it; ``values``: label -> tested) or ``counts`` (``values``: each count that differs
-    -> label -> count)."""
+    tested it; ``values``: label -> tested), ``counts`` (``values``: each count that differs
+    -> label -> count) or ``data`` (the fingerprints differ; ``values``: label -> digest)."""
 
     kind: str
     split: str
@@ -70,9 +83,23 @@ class Mismatch:
 
 
 @dataclass
+class Paired:
+    """One run against the reference, image by image: the splits paired, each figure's
+    difference per split and for their mean, and what could not be paired, in words."""
+
+    run: str
+    reference: str
+    splits: list[str]
+    differences: list[bootstrap.Difference]
+    unpaired: list[str]
+
+
+@dataclass
 class Comparison:
     """The aligned runs: every split any run tested (``splits``), those all tested
-    (``common``), each run's mean over ``common``, the mismatches and the paper's rows."""
+    (``common``), each run's mean over ``common``, the mismatches, the paper's rows, the
+    paired comparisons with the reference (the first run), what was not paired and why, and
+    how the paired intervals were drawn (``intervals``)."""
 
     runs: list[ComparedRun]
     splits: list[str]
@@ -80,6 +107,9 @@ class Comparison:
     means: dict[str, dict[str, Any]]
     mismatches: list[Mismatch]
     paper: list[PaperRow] = field(default_factory=list)
+    paired: list[Paired] = field(default_factory=list)
+    not_paired: list[str] = field(default_factory=list)
+    intervals: bootstrap.Settings = field(default_factory=bootstrap.Settings)
 
     def mean_title(self) -> str:
         return "mean" if self.common == self.splits else "mean of common splits"
@@ -134,7 +164,19 @@ def load_run(path: Path) -> ComparedRun:
             **{m.name: _number(row.get(m.name), where, m.name, (int, float)) for m in protocol.METRICS},
             **{c: _number(row.get(c), where, c, int) for c in protocol.COUNTS},
         }
-    return ComparedRun(source, payload["model"], payload.get("checkpoint"), payload.get("selected_on"), splits)
+    fingerprints = payload.get("fingerprints") or {}
+    if not isinstance(fingerprints, dict) or not all(isinstance(f, dict) for f in fingerprints.values()):
+        raise UserError(f"{source}: 'fingerprints' must map each split to an object, got {fingerprints!r}")
+    beside = source.parent / per_image.FILE_NAME
+    return ComparedRun(
+        source,
+        payload["model"],
+        payload.get("checkpoint"),
+        payload.get("selected_on"),
+        splits,
+        fingerprints=fingerprints,
+        per_image=beside if beside.is_file() else None,
+    )
 
 
 def label_runs(runs: Sequence[ComparedRun]) -> None:
@@ -182,6 +224,17 @@ def _mismatches(runs: Sequence[ComparedRun], splits: Sequence[str]) -> list[Mism
             found.append(
                 Mismatch("counts", split, differ, f"split '{split}': the runs did not score the same images ({listed})")
             )
+        digests = {r.label: r.fingerprints[split].get("sha256") for r in runs if split in r.fingerprints}
+        if len(set(digests.values())) > 1:
+            listed = ", ".join(f"{k} {str(v)[:12]}" for k, v in digests.items())
+            found.append(
+                Mismatch(
+                    "data",
+                    split,
+                    digests,
+                    f"split '{split}': the runs read different files (data fingerprints differ: {listed})",
+                )
+            )
     return found
 
 
@@ -223,8 +276,51 @@ def _paper_rows(runs: Sequence[ComparedRun], splits: Sequence[str], common: Sequ
     return rows
 
 
-def compare(paths: Sequence[Path], with_paper: bool = False) -> Comparison:
-    """Read the runs at ``paths``, align them by split and find what is not comparable."""
+def _aligned(
+    reference: Sequence[protocol.ImageRecord], other: Sequence[protocol.ImageRecord]
+) -> list[protocol.ImageRecord] | None:
+    """``other``'s records in the order of ``reference``'s, when both hold the same images
+    (names, each once, with the same labels); else None."""
+    by_name = {r.name: r for r in other}
+    if len(by_name) != len(other) or len(other) != len(reference) or len({r.name for r in reference}) != len(reference):
+        return None
+    if any(r.name not in by_name or by_name[r.name].label != r.label for r in reference):
+        return None
+    return [by_name[r.name] for r in reference]
+
+
+def pair_runs(runs: Sequence[ComparedRun], settings: bootstrap.Settings) -> tuple[list[Paired], list[str]]:
+    """Each run with per-image records against the first run, split by split, and what was
+    left unpaired and why."""
+    reference, others = runs[0], runs[1:]
+    if not others:
+        return [], []
+    base = per_image.read(reference.per_image) if reference.per_image is not None else {}
+    if not base:
+        return [], [f"no run is paired: the reference {reference.label} has no per-image records beside its results"]
+    paired, not_paired = [], []
+    for run in others:
+        records = per_image.read(run.per_image) if run.per_image is not None else {}
+        if not records:
+            not_paired.append(f"{run.label}: no per-image records beside its results; shown, not paired")
+            continue
+        pairs, unpaired = {}, []
+        for split in (s for s in base if s in records):
+            aligned = _aligned(base[split], records[split])
+            if aligned is None:
+                unpaired.append(
+                    f"split '{split}': {run.label} scored other images than {reference.label}; left unpaired"
+                )
+            else:
+                pairs[split] = (base[split], aligned)
+        differences = bootstrap.paired_differences(pairs, protocol.METRICS, settings) if pairs else []
+        paired.append(Paired(run.label, reference.label, list(pairs), differences, unpaired))
+    return paired, not_paired
+
+
+def compare(paths: Sequence[Path], with_paper: bool = False, settings: bootstrap.Settings | None = None) -> Comparison:
+    """Read the runs at ``paths``, align them by split, find what is not comparable and pair
+    each run with the first (``settings``: the paired bootstrap's resamples and seed)."""
     if not paths:
         raise UserError("no results given: name at least one folder or opensdi_results.json")
     runs, seen = [], {}
@@ -240,7 +336,9 @@ def compare(paths: Sequence[Path], with_paper: bool = False) -> Comparison:
     common = [s for s in splits if all(s in r.splits for r in runs)]
     means = {r.label: _mean(r, common) for r in runs}
     paper = _paper_rows(runs, splits, common) if with_paper else []
-    return Comparison(runs, splits, common, means, _mismatches(runs, splits), paper)
+    settings = settings or bootstrap.Settings()
+    paired, not_paired = pair_runs(runs, settings)
+    return Comparison(runs, splits, common, means, _mismatches(runs, splits), paper, paired, not_paired, settings)
 
 
 def metric_rows(comparison: Comparison, metric: protocol.Metric) -> list[tuple[str, list[Any], PaperRow | None]]:
@@ -276,6 +374,45 @@ def _runs_table(comparison: Comparison) -> tuple[list[str], list[list[Any]]]:
     return header, [[r.label, r.model, r.checkpoint, r.selected_on, str(r.source)] for r in comparison.runs]
 
 
+def paired_tables(comparison: Comparison) -> list[tuple[Paired, list[str], list[list[Any]]]]:
+    """Per paired run: (the pairing, header, a row per metric: its title, then per paired split
+    and the mean the difference as an ``Estimate`` marked when its interval excludes 0)."""
+    found = []
+    for pairing in comparison.paired:
+        columns = [*pairing.splits, "mean"]
+        by_key = {(d.metric, d.split): d for d in pairing.differences}
+        rows = []
+        for metric in protocol.METRICS:
+            cells: list[Any] = [metric.title]
+            for split in columns:
+                d = by_key.get((metric.name, split))
+                if d is None or d.difference is None:
+                    cells.append(None)
+                else:
+                    low, high = d.ci95 if d.ci95 else (None, None)
+                    cells.append(Estimate(d.difference, low, high, d.excludes_zero))
+            rows.append(cells)
+        found.append((pairing, ["figure", *columns], rows))
+    return found
+
+
+def paired_note(comparison: Comparison) -> str:
+    """How the paired differences were made and how to read them."""
+    settings = comparison.intervals
+    return (
+        f"Each figure of a run minus the reference's ({comparison.runs[0].label}) on the same images, with its 95% "
+        f"paired-bootstrap interval ({settings.resamples} resamples, seed {settings.seed}; both runs scored on the same "
+        "redrawn images); * marks an interval that excludes 0. Lower is better for "
+        + ", ".join(m.title for m in protocol.METRICS if not m.higher_is_better)
+        + "."
+    )
+
+
+def unpaired_lines(comparison: Comparison) -> list[str]:
+    """What was left unpaired, one sentence each."""
+    return [*comparison.not_paired, *(line for p in comparison.paired for line in p.unpaired)]
+
+
 def _paper_note() -> str:
     board = leaderboard.leaderboard()
     return f"Paper figures: {board['source']}. {board.get('note', '')}".rstrip()
@@ -290,6 +427,18 @@ def tables_markdown(comparison: Comparison) -> str:
         parts.append(f"## {metric.title}\n\n" + tables.markdown_table(header, rows))
     counts_header = ["run", "count", *comparison.splits, "total of common splits"]
     parts.append("## Images behind the figures\n\n" + tables.markdown_table(counts_header, count_rows(comparison)))
+    for pairing, header, rows in paired_tables(comparison):
+        parts.append(
+            f"## Paired: {pairing.run} minus {pairing.reference}\n\n"
+            + (
+                tables.markdown_table(header, rows)
+                if pairing.splits
+                else "No split holds the same images in both runs."
+            )
+        )
+    if comparison.paired:
+        parts.append(paired_note(comparison))
+    parts += [f"Not paired: {line}" for line in unpaired_lines(comparison)]
     if comparison.paper:
         parts.append(_paper_note())
     return "\n\n".join(parts)
@@ -345,6 +494,21 @@ def as_json(comparison: Comparison) -> dict[str, Any]:
         "mismatches": [
             {"kind": m.kind, "split": m.split, "values": m.values, "message": m.message} for m in comparison.mismatches
         ],
+        "bootstrap": comparison.intervals.as_dict(),
+        "paired": [
+            {
+                "run": p.run,
+                "reference": p.reference,
+                "split": d.split,
+                "metric": d.metric,
+                "difference": d.difference,
+                "ci95": None if d.ci95 is None else list(d.ci95),
+                "n": d.n,
+            }
+            for p in comparison.paired
+            for d in p.differences
+        ],
+        "not_paired": unpaired_lines(comparison),
         "paper": {
             "source": leaderboard.leaderboard()["source"],
             "rows": [
@@ -427,6 +591,16 @@ def html(comparison: Comparison) -> str:
         "<h2>Images behind the figures</h2>"
         + html_page.table_html(counts_header, count_rows(comparison), table_id="table-counts")
     )
+    if comparison.paired:
+        body.append(f'<h2 id="paired">Paired differences</h2><p>{escape(paired_note(comparison))}</p>')
+    for number, (pairing, header, rows) in enumerate(paired_tables(comparison), 1):
+        body.append(
+            f"<h3>{escape(pairing.run)} minus {escape(pairing.reference)}</h3>"
+            + html_page.table_html(header, rows, table_id=f"paired-{number}", css="estimates")
+        )
+    if unpaired_lines(comparison):
+        items = "".join(f"<li>{escape(line)}</li>" for line in unpaired_lines(comparison))
+        body.append(f'<div id="not-paired"><strong>Not paired:</strong><ul>{items}</ul></div>')
     if comparison.paper:
         body.append(f"<p>{escape(_paper_note())}</p>")
     return html_page.page(title, "\n".join(body))

@@ -29,6 +29,8 @@ class TestConfig:
     audit: str | None
     perturb: list[str] | None
     perturb_seed: int
+    bootstrap: int
+    bootstrap_seed: int
     device: str
     num_workers: int
     output_dir: str | None

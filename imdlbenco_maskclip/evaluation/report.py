@@ -2,12 +2,14 @@
 
 Written by ``benco test`` (and ``benco demo``) beside ``opensdi_results.json``, whose numbers it
 shows, read back from that file so the page and the JSON cannot disagree. Sections: the run's
-facts; the table; per-generator bars of every metric (the paper's rows beside ours with
-``--compare-paper``); ROC curves of the detection score per generator; mean pixel F1 against
-the threshold with the best threshold marked; each generator's 4 best and 4 worst partial
-fakes (image, truth, predicted probability, overlay); robustness curves when ``--perturb`` ran;
-the shortcut audit of the data when one is found. Every picture is an embedded PNG, so the file
-opens from disk with no network.
+facts; the table, each figure with its 95% interval; per-generator bars of every metric (the
+paper's rows beside ours with ``--compare-paper``); ROC curves of the detection score per
+generator; the fake probability of real and fake images (what ``real_fpr`` and
+``tpr_at_fpr5`` read); a reliability diagram per generator (``ece``); mean pixel F1 against
+the threshold with the best threshold marked (and the checkpoint's validation threshold);
+each generator's 4 best and 4 worst partial fakes (image, truth, predicted probability,
+overlay); robustness curves when ``--perturb`` ran; the shortcut audit of the data when one is
+found. Every picture is an embedded PNG, so the file opens from disk with no network.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch.utils.data import Dataset, default_collate
 
 from imdlbenco_maskclip.common import html_page, pictures
 from imdlbenco_maskclip.common.atomic import write_text
-from imdlbenco_maskclip.evaluation import protocol
+from imdlbenco_maskclip.evaluation import calibration, protocol
 from imdlbenco_maskclip.evaluation.leaderboard import (
     PAPER_NAMES,
     beside_paper,
@@ -111,17 +113,6 @@ def _thumbnail(picture: Image.Image) -> Image.Image:
     return picture.resize((THUMBNAIL, THUMBNAIL), Image.BILINEAR)
 
 
-def threshold_curve(records: Sequence[ImageRecord]) -> list[float | None]:
-    """Mean pixel F1 over the partial fakes at each of ``THRESHOLDS`` (None where no image
-    has a finite value)."""
-    curves = [r.f1_by_threshold for r in records if r.partial and r.f1_by_threshold]
-    means: list[float | None] = []
-    for i in range(len(THRESHOLDS)):
-        values = [c[i] for c in curves if c[i] is not None]
-        means.append(float(np.mean(values)) if values else None)
-    return means
-
-
 def roc(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray] | None:
     """False and true positive rates of the fake probability over a split's images; None
     without probabilities or without both classes."""
@@ -194,7 +185,9 @@ def write_report(
         _table_section(payload),
         _bars_section(payload, metrics),
         _roc_section(records, splits),
-        _threshold_section(records, splits),
+        _probability_section(records, splits),
+        _reliability_section(records, splits),
+        _threshold_section(records, splits, payload.get("val_threshold")),
         _examples_section(examples),
         _perturbation_section(payload, metrics),
         _audit_section(audit),
@@ -210,15 +203,35 @@ def _facts_section(facts: Mapping[str, Any]) -> str:
 
 
 def _table_section(payload: Mapping[str, Any]) -> str:
-    from imdlbenco_maskclip.evaluation.tables import columns
+    from imdlbenco_maskclip.evaluation.tables import cells, columns
 
-    table = columns()
-    rows = [[row.get(key) for key, _ in table] for row in [*payload["splits"], payload["mean"]]]
+    metrics = list(protocol.METRICS)
+    if payload.get("val_threshold") is not None:
+        metrics.append(protocol.f1_at_threshold(payload["val_threshold"]))
+    rows = [cells(row, metrics, intervals=True) for row in [*payload["splits"], payload["mean"]]]
+    empty = payload["mean"].get("n_empty_mask") or 0
     text = (
         "<h2>Results</h2><p>Pixel metrics: mean over the partial fakes at threshold 0.5; image metrics: over all "
-        "images. The mean row is the unweighted mean over generators.</p>"
-        + html_page.table_html([title for _, title in table], rows, "results")
+        "images (TPR at 5% FPR: the fakes whose probability is above the 95th percentile of the reals'; ECE: "
+        "expected calibration error of the fake probability, 15 bins, lower is better); real FPR: share of real "
+        "images called fake at 0.5; real area: mean share of a real image's pixels predicted above 0.5 (lower is "
+        "better for these three). The mean row is the unweighted mean over generators.</p>"
     )
+    if "bootstrap" in payload:
+        settings = payload["bootstrap"]
+        text += (
+            f"<p>In brackets: {settings['level']}% percentile-bootstrap intervals ({settings['resamples']} resamples, "
+            f"seed {settings['seed']}): pixel figures redraw the split's partial fakes, the others its images within "
+            "each label; the mean row redraws every split independently. A mean (pixel figures, accuracies, real FPR, "
+            "real area) lies inside its interval; AUC, TPR at 5% FPR and ECE are not means and need not.</p>"
+        )
+    if empty:
+        text += (
+            f'<p id="empty-masks">{empty} partial fake(s) have an empty mask at the evaluated size (n empty mask): '
+            "counted in n partial and left out of pixel AUC, which Benco's evaluator would score 0.</p>"
+        )
+    table = html_page.table_html([title for _, title in columns(metrics)], rows, "results", "estimates")
+    text += f'<div class="wide">{table}</div>'
     if "paper" in payload:
         text += _paper_table(payload)
     return text
@@ -297,8 +310,91 @@ def _roc_section(records: Sequence[ImageRecord], splits: Sequence[str]) -> str:
     )
 
 
-def _threshold_section(records: Sequence[ImageRecord], splits: Sequence[str]) -> str:
-    curves = {split: threshold_curve([r for r in records if r.split == split]) for split in splits}
+def _probabilities(records: Sequence[ImageRecord], split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A split's fake probabilities and labels; None when the model gives no probability."""
+    chosen = [r for r in records if r.split == split]
+    if not chosen or any(r.pred_label is None for r in chosen):
+        return None
+    return np.array([r.pred_label for r in chosen], dtype=np.float64), np.array([r.label for r in chosen])
+
+
+def _panels(records: Sequence[ImageRecord], splits: Sequence[str], height: float) -> tuple[dict, Any, Any] | None:
+    """Each split's fake probabilities and labels, and a figure with one panel per split
+    (shared y axis); None when no split has probabilities."""
+    shown = {split: found for split in splits if (found := _probabilities(records, split)) is not None}
+    if not shown:
+        return None
+    plt = html_page.pyplot()
+    figure, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), height), squeeze=False, sharey=True)
+    return shown, figure, axes
+
+
+def _probability_section(records: Sequence[ImageRecord], splits: Sequence[str]) -> str:
+    panels = _panels(records, splits, 3.0)
+    if panels is None:
+        return ""
+    shown, figure, axes = panels
+    bins = np.linspace(0, 1, 21)
+    for axis, (split, (p, y)) in zip(axes.flat, shown.items()):
+        axis.hist(p[y == 0], bins=bins, alpha=0.6, color="tab:blue", label="real")
+        axis.hist(p[y == 1], bins=bins, alpha=0.6, color="tab:red", label="fake")
+        axis.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+        if (y == 0).any():
+            axis.axvline(np.percentile(p[y == 0], 95), color="tab:blue", linestyle="--", linewidth=1)
+        axis.set_title(split)
+        axis.set_xlabel("fake probability")
+    axes.flat[0].set_ylabel("images")
+    axes.flat[0].legend(fontsize="small")
+    figure.tight_layout()
+    return (
+        "<h2>Real photos and the operating point</h2><p>The fake probability of real and fake images per "
+        "generator. Real images right of the dotted line (0.5) are the real FPR; fakes right of the dashed line "
+        "(the reals' 95th percentile) are the TPR at 5% FPR. Real area, the share of a real image's pixels "
+        "predicted edited, is in the table and the bars.</p>"
+        + html_page.figure_html(html_page.figure_uri(figure), "fake probability of real and fake images", "real-images")
+    )
+
+
+def _reliability_section(records: Sequence[ImageRecord], splits: Sequence[str]) -> str:
+    panels = _panels(records, splits, 3.4)
+    if panels is None:
+        return ""
+    shown, figure, axes = panels
+    rows = []
+    for axis, (split, (p, y)) in zip(axes.flat, shown.items()):
+        bins = calibration.reliability(p, y)
+        axis.bar(
+            [(b.low + b.high) / 2 for b in bins],
+            [b.fake_share for b in bins],
+            width=1 / calibration.BINS,
+            edgecolor="black",
+            color="tab:orange",
+            alpha=0.7,
+        )
+        axis.plot([b.mean_probability for b in bins], [b.fake_share for b in bins], "o", color="black", markersize=3)
+        axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_title(f"{split} (ECE {float(calibration.ece(p, y, np.ones((1, len(p))))[0]):.3f})")
+        axis.set_xlabel("fake probability")
+        rows += [[split, f"{b.low:.3f}-{b.high:.3f}", b.images, b.mean_probability, b.fake_share] for b in bins]
+    axes.flat[0].set_ylabel("share of fakes")
+    figure.tight_layout()
+    return (
+        "<h2>Calibration: reliability</h2><p>The fake probability cut into 15 equal bins: per bin, the share of "
+        "fakes among its images (bars) against its mean probability (dots); a calibrated model lies on the "
+        "diagonal. ECE weighs each bin's gap by its images.</p>"
+        + html_page.figure_html(html_page.figure_uri(figure), "reliability diagram per generator", "reliability")
+        + html_page.table_html(
+            ["split", "bin", "images", "mean probability", "share of fakes"], rows, "reliability-table"
+        )
+    )
+
+
+def _threshold_section(
+    records: Sequence[ImageRecord], splits: Sequence[str], val_threshold: float | None = None
+) -> str:
+    curves = {split: protocol.threshold_curve([r for r in records if r.split == split]) for split in splits}
     curves = {split: curve for split, curve in curves.items() if any(v is not None for v in curve)}
     if not curves:
         return ""
@@ -312,13 +408,22 @@ def _threshold_section(records: Sequence[ImageRecord], splits: Sequence[str]) ->
         axis.plot(THRESHOLDS[best], values[best], "o", color=line.get_color(), markersize=7)
         rows.append([split, curve[THRESHOLDS.index(0.5)], THRESHOLDS[best], float(values[best])])
     axis.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+    if val_threshold is not None:
+        axis.axvline(val_threshold, color="black", linestyle="--", linewidth=1, label="chosen on validation")
     axis.set_xlabel("threshold on the predicted probability")
     axis.set_ylabel("mean pixel F1 over partial fakes")
     axis.set_ylim(0, 1)
     axis.legend()
+    honest = (
+        f" The dashed line is the checkpoint's threshold, {val_threshold:g}, chosen on held-out validation: "
+        "the table's pixel F1 there is an honest figure."
+        if val_threshold is not None
+        else ""
+    )
     return (
         "<h2>Localization: pixel F1 against the threshold</h2><p>The protocol reports F1 at 0.5; "
-        "the dot marks each generator's best threshold (chosen on the test data itself, so an optimistic figure).</p>"
+        "the dot marks each generator's best threshold (chosen on the test data itself, so an optimistic figure)."
+        f"{honest}</p>"
         + html_page.figure_html(html_page.figure_uri(figure), "mean pixel F1 against the threshold", "thresholds")
         + html_page.table_html(["split", "F1 at 0.5", "best threshold", "best F1"], rows, "best-thresholds")
     )

@@ -1,8 +1,9 @@
 """A ``benco test`` run: the protocol on a checkpoint, its perturbation levels, and the files
 it leaves (tables, ``per_image.csv`` and ``opensdi_report.html``).
 
-``run_test`` scores (in every process under torchrun); ``write_outputs`` is the end of a test
-run, shared by ``benco test`` and ``benco demo``, so both leave the same files.
+``run_test`` scores (in every process under torchrun); ``recorded_result`` adds what the files
+record beyond the scores (the data's fingerprints, the intervals) and ``write_outputs`` is the
+end of a test run, both shared by ``benco test`` and ``benco demo``, so both leave the same files.
 """
 
 from __future__ import annotations
@@ -15,21 +16,31 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from imdlbenco_maskclip.checkpoints.layout import TrainingState
 from imdlbenco_maskclip.checkpoints.loading import for_command
+from imdlbenco_maskclip.common.errors import UserError
 from imdlbenco_maskclip.common.precision import autocast_dtype
-from imdlbenco_maskclip.evaluation import protocol, report, tables
+from imdlbenco_maskclip.evaluation import bootstrap, protocol, report, tables
 from imdlbenco_maskclip.evaluation.config import TestConfig
 from imdlbenco_maskclip.evaluation.perturbations import PerturbImage, parse_specs
-from imdlbenco_maskclip.host.datasets import DatasetOptions, protocol_datasets, same_data, split_named
+from imdlbenco_maskclip.host.datasets import (
+    DatasetOptions,
+    fingerprint,
+    protocol_datasets,
+    same_data,
+    split_named,
+)
 from imdlbenco_maskclip.host.runtime import Runtime
 
 
 @dataclass
 class TestRun:
-    """What a test run found: the clean result, each perturbation level's, the examples the
-    report shows (main process only), the model's name and what its checkpoint records."""
+    """What a test run found: the clean result (with its intervals and fingerprints on the main
+    process), each perturbation level's, the examples the report shows (main process only),
+    the model's name, what its checkpoint records, and how the intervals were drawn
+    (``intervals``)."""
 
     __test__ = False  # not a pytest test class
 
@@ -39,6 +50,16 @@ class TestRun:
     model_name: str
     recorded: TrainingState
     audit: Path | None
+    intervals: bootstrap.Settings
+
+
+def recorded_result(
+    result: protocol.ProtocolResult, datasets: Mapping[str, Dataset], settings: bootstrap.Settings
+) -> protocol.ProtocolResult:
+    """``result`` with what the files record beyond the scores: each split's data fingerprint
+    and each figure's 95% interval."""
+    result = dataclasses.replace(result, fingerprints={split: fingerprint(d) for split, d in datasets.items()})
+    return bootstrap.with_intervals(result, settings)
 
 
 def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequence[str], runtime: Runtime) -> TestRun:
@@ -59,6 +80,16 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
         return scored, datasets
 
     result, datasets = score(options, curves=True)
+    if recorded.val_threshold is not None:
+        if recorded.val_threshold not in protocol.THRESHOLDS:
+            raise UserError(
+                f"--checkpoint {config.checkpoint}: its val_threshold {recorded.val_threshold} is not one of "
+                f"{protocol.THRESHOLDS[0]}..{protocol.THRESHOLDS[-1]} in steps of 0.05"
+            )
+        result = protocol.at_val_threshold(result, recorded.val_threshold)
+    settings = bootstrap.Settings(config.bootstrap, config.bootstrap_seed)
+    if runtime.is_main:
+        result = recorded_result(result, datasets, settings)
     examples = (
         report.render_examples(model, datasets, report.choose_examples(result.records), runtime.device)
         if runtime.is_main
@@ -70,7 +101,7 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
             print(f"benco test: perturbation {number}/{len(levels)}: {level.key}", file=sys.stderr, flush=True)
         transform = PerturbImage(level, config.perturb_seed)
         perturbed[level.key], _ = score(dataclasses.replace(options, transforms=transform))
-    return TestRun(result, perturbed, examples, name, recorded, audit)
+    return TestRun(result, perturbed, examples, name, recorded, audit, settings)
 
 
 def write_outputs(
@@ -89,12 +120,22 @@ def write_outputs(
     perturbed: Mapping[str, protocol.ProtocolResult] | None = None,
     perturb_seed: int | None = None,
     audit: Path | None = None,
+    intervals: bootstrap.Settings | None = None,
 ) -> list[Path]:
     """The end of a test run: ``opensdi_results.{json,md,csv}``, ``per_image.csv`` and the
     report, whose facts are ``facts`` (model, checkpoint, data...) plus the counts, device, date
-    and versions; returns the paths written."""
+    and versions; ``intervals``: how ``result``'s intervals were drawn. Returns the paths written."""
     written = tables.write_results(
-        result, output_dir, model_name, checkpoint, compare_paper, selected_on, notes, perturbed or None, perturb_seed
+        result,
+        output_dir,
+        model_name,
+        checkpoint,
+        compare_paper,
+        selected_on,
+        notes,
+        perturbed or None,
+        perturb_seed,
+        intervals,
     )
     all_facts = {**facts, **report.run_facts(result, device, amp)}
     written.append(report.write_report(output_dir, result.records, examples, all_facts, audit, notes))

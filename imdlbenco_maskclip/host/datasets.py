@@ -4,7 +4,8 @@ A folder with ``Tp`` and ``Gt`` is Benco's ``ManiDataset``, a ``.json`` file is 
 ``JsonDataset``; anything else (a shard folder, parquet files, a glob, a hub id) is OpenSDI.
 For testing, OpenSDI splits into one dataset per generator, and Benco data may be named
 ``NAME=PATH`` so that each path is one row of the table. ``hold_out`` splits a training set
-into the rows trained on and a validation set that is never trained on.
+into the rows trained on and a validation set that is never trained on. ``fingerprint`` says
+which files a dataset reads (``dataset_adapters.fingerprint``), for the results to record.
 """
 
 from __future__ import annotations
@@ -119,6 +120,22 @@ def protocol_datasets(
                 raise UserError(f"two test datasets are both called '{row}': name them with NAME=PATH")
             datasets[row] = open_dataset(path, options, None, subset)
     return datasets
+
+
+def fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """Which files ``dataset`` reads: an OpenSDI dataset's shards (name, size, footer digest,
+    hub revision), a Benco dataset's image and mask files (a digest of names and sizes)."""
+    from dataset_adapters import OpenSDIDataset
+    from dataset_adapters.fingerprint import file_list_fingerprint, shard_fingerprint
+
+    if isinstance(dataset, OpenSDIDataset):
+        return shard_fingerprint(dataset.shard_paths)
+    return file_list_fingerprint(
+        (f"{role}/{Path(str(path)).name}", str(path))
+        for role, paths in (("Tp", dataset.tp_path), ("Gt", dataset.gt_path))
+        for path in paths
+        if path != "Negative"
+    )
 
 
 @dataclass(frozen=True)

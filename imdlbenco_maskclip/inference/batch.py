@@ -23,7 +23,7 @@ from imdlbenco_maskclip.common.errors import UserError
 from imdlbenco_maskclip.inference.predictor import NamedImage, Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-FIELDS = ["name", "source", "width", "height", "fake_probability", "manipulated_fraction", "mask", "error"]
+FIELDS = ["name", "source", "width", "height", "fake_probability", "manipulated_fraction", "threshold", "mask", "error"]
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,11 @@ def predict(
                 stem = _unique(safe_name(item.name), stems)
                 pictures.save_png(result.mask_image(), output_dir / "masks" / f"{stem}.png")
                 pictures.save_png(result.overlay(), output_dir / "overlays" / f"{stem}.png")
-                row.update(manipulated_fraction=float((result.mask > 0.5).mean()), mask=f"masks/{stem}.png")
+                row.update(
+                    manipulated_fraction=result.manipulated_fraction,
+                    threshold=result.threshold,
+                    mask=f"masks/{stem}.png",
+                )
             rows.append(row)
     finally:  # an interrupted run still leaves the table of what it did
         _write_tables(rows, output_dir)

@@ -5,6 +5,8 @@ ImageNet normalization), so a checkpoint sees what it saw in ``benco test``. Wit
 larger than the model's size is first shrunk, keeping its aspect ratio, until it fits (Benco's
 padding would crop it to the top-left corner); the mask is cut from the padded canvas and
 resized back. Masks always come back at the photo's displayed size (EXIF orientation applied).
+A pixel counts as edited above the predictor's ``threshold``: by default the one its checkpoint
+chose on held-out validation (``val_threshold``), else 0.5.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from imdlbenco_maskclip.inference.forward import forward, image_batch
 from imdlbenco_maskclip.inference.photos import PhotoLike, UnreadableImage, as_photo
 
 DEFAULT_IMAGE_SIZE = 512
+DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ class Prediction:
     ``mask`` is float32 HxW in [0, 1] at the image's displayed size (None for a model without a
     mask output); ``fake_probability`` is None for a model without a detection head. When
     ``error`` is set (``predict_many(..., skip_unreadable=True)``), the image could not be read
-    and ``image``, ``mask`` and ``fake_probability`` are None.
+    and ``image``, ``mask`` and ``fake_probability`` are None. ``threshold``: the predictor's,
+    above which a pixel counts as edited.
     """
 
     name: str
@@ -56,12 +60,19 @@ class Prediction:
     mask: np.ndarray | None
     fake_probability: float | None
     error: str | None = None
+    threshold: float = DEFAULT_THRESHOLD
 
-    def overlay(self, threshold: float = 0.5, alpha: float = 0.5) -> Image.Image:
-        """The image with the pixels whose probability is above ``threshold`` tinted red."""
+    def overlay(self, threshold: float | None = None, alpha: float = 0.5) -> Image.Image:
+        """The image with the pixels whose probability is above ``threshold`` (default: the
+        prediction's) tinted red."""
         if self.image is None or self.mask is None:
             raise ValueError(f"{self.name}: no mask to draw ({self.error or 'the model predicts no mask'})")
-        return pictures.overlay(self.image, self.mask, threshold, alpha)
+        return pictures.overlay(self.image, self.mask, self.threshold if threshold is None else threshold, alpha)
+
+    @property
+    def manipulated_fraction(self) -> float | None:
+        """The share of the image's pixels above the threshold (None without a mask)."""
+        return None if self.mask is None else float((self.mask > self.threshold).mean())
 
     def mask_image(self) -> Image.Image:
         """The mask as an 8-bit grayscale image (white = manipulated)."""
@@ -150,6 +161,7 @@ class Predictor:
         amp: str | None = None,
         max_pixels: int | None = None,
         source: Mapping[str, Any] | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         from imdlbenco_maskclip.host.runtime import resolve_device
 
@@ -162,6 +174,8 @@ class Predictor:
         self.source = dict(source or {})
         """Where the weights came from (``checkpoint``: the path or reference given, and what
         else is known of it), recorded beside predictions."""
+        self.threshold = float(threshold)
+        """The probability above which a pixel counts as edited (overlays, manipulated fraction)."""
 
     @property
     def precision(self) -> str:
@@ -179,12 +193,14 @@ class Predictor:
         padding: bool | None = None,
         max_pixels: int | None = None,
         model_name: str | None = None,
+        threshold: float | None = None,
         **model_options: Any,
     ) -> Predictor:
         """The model in any checkpoint ``load_model`` reads. ``image_size`` and ``padding`` default
         to the training run's (recorded in this package's checkpoints), else 512 and resizing;
         ``amp``: auto (bf16/fp16 on a GPU, off on CPU), off, bf16 or fp16; ``max_pixels``: larger
-        images are refused (default: Pillow's ``MAX_IMAGE_PIXELS``)."""
+        images are refused (default: Pillow's ``MAX_IMAGE_PIXELS``); ``threshold``: default the
+        checkpoint's ``val_threshold`` (chosen on held-out validation), else 0.5."""
         from imdlbenco_maskclip.checkpoints.loading import build_from_checkpoint, read_checkpoint
         from imdlbenco_maskclip.host.runtime import resolve_device
 
@@ -194,7 +210,9 @@ class Predictor:
         pad = bool(run.get("if_padding")) if padding is None else padding
         target = resolve_device(device) if isinstance(device, str) else device
         model = build_from_checkpoint(stored, model_name, **model_options).to(target)
-        return cls(model, size, pad, target, amp, max_pixels, source={"checkpoint": str(path)})
+        if threshold is None:
+            threshold = stored.saved.val_threshold if stored.saved.val_threshold is not None else DEFAULT_THRESHOLD
+        return cls(model, size, pad, target, amp, max_pixels, source={"checkpoint": str(path)}, threshold=threshold)
 
     def predict(self, image: ImageInput) -> Prediction:
         """One image: a path, a PIL image or a HxWx3 uint8 array. Raises ``UnreadableImage``
@@ -221,9 +239,9 @@ class Predictor:
             outputs = dict(zip(readable, self._run([batch[j] for j in readable], [names[j] for j in readable])))
             for j, sample in enumerate(batch):
                 if sample.error is None:
-                    yield Prediction(names[j], sample.image, *outputs[j])
+                    yield Prediction(names[j], sample.image, *outputs[j], threshold=self.threshold)
                 elif skip_unreadable:
-                    yield Prediction(names[j], None, None, None, sample.error)
+                    yield Prediction(names[j], None, None, None, sample.error, self.threshold)
                 else:
                     raise UnreadableImage(f"{names[j]}: {sample.error}")
             index += len(batch)

@@ -94,12 +94,15 @@ def build_app(predictor: Predictor, examples: list[Path]) -> Any:
         gr.Markdown(
             "## MaskCLIP: where was this image edited?\n"
             f"{type(predictor.model).__name__} at {predictor.image_size} px. Drop a photo; red marks the pixels "
-            "whose probability of being generated or edited is above the threshold."
+            "whose probability of being generated or edited is above the threshold "
+            f"(it starts at {predictor.threshold:g})."
         )
         with gr.Row():
             with gr.Column():
                 image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], elem_id="input-image")
-                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Threshold", elem_id="threshold")
+                threshold = gr.Slider(
+                    0.0, 1.0, value=predictor.threshold, step=0.01, label="Threshold", elem_id="threshold"
+                )
                 if examples:
                     gr.Examples(
                         [[str(p)] for p in examples], inputs=[image], label="Examples (synthetic OpenSDI sample)"

@@ -24,6 +24,7 @@ from dataset_adapters.vocabulary import KNOWN_GENERATORS
 from imdlbenco_maskclip.checkpoints.loading import for_command
 from imdlbenco_maskclip.common import pictures
 from imdlbenco_maskclip.evaluation import protocol, report, test_run
+from imdlbenco_maskclip.evaluation.bootstrap import Settings
 from imdlbenco_maskclip.host.datasets import DatasetOptions, protocol_datasets
 from imdlbenco_maskclip.host.models import build_model
 from imdlbenco_maskclip.host.runtime import Runtime
@@ -168,6 +169,7 @@ def _run(
     trained_model, _, _ = for_command(str(result.last_checkpoint), config.model, {}, [], config.image_size)
     with _phase("Scoring the trained model", log, runtime):
         trained = protocol.evaluate(trained_model, tests, runtime, config.test_batch_size, curves=True)
+        trained = test_run.recorded_result(trained, tests, Settings())
 
     results_dir = output_dir / "results"
     examples = report.render_examples(trained_model, tests, report.choose_examples(trained.records), runtime.device)
@@ -180,7 +182,14 @@ def _run(
         "image size": config.image_size,
     }
     written = test_run.write_outputs(
-        trained, results_dir, config.model, str(result.last_checkpoint), examples, facts, runtime.device
+        trained,
+        results_dir,
+        config.model,
+        str(result.last_checkpoint),
+        examples,
+        facts,
+        runtime.device,
+        intervals=Settings(),
     )
     report_path = written[-1]
     rows, labels = _examples([untrained_model, trained_model], tests, per_split=2)

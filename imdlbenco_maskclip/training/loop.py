@@ -342,12 +342,15 @@ def train_epoch(run: TrainingRun, epoch: int) -> tuple[dict[str, Any], float]:
 
 def validate(run: TrainingRun, epoch: int, record: dict[str, Any]) -> None:
     """Every ``--test_period`` epochs and after the last: the protocol's pixel metrics on the
-    validation data (``val_*``) and on the other scored data (``test_*``) into ``record``."""
+    validation data (``val_*``) and on the other scored data (``test_*``) into ``record``; on
+    held-out validation also the best pixel threshold there (``val_threshold``, from each
+    image's F1 at the 19 thresholds: a few more evaluations of the predictions at hand)."""
     if epoch % run.config.test_period and epoch + 1 != run.config.epochs:
         return
+    held_out = run.config.select_on == "validation"
     for prefix, datasets in (("val", run.data.val_sets), ("test", run.data.score_sets)):
         if datasets:
-            _score(run, datasets, prefix, epoch, record)
+            _score(run, datasets, prefix, epoch, record, curves=held_out and prefix == "val")
 
 
 def save_checkpoints(run: TrainingRun, standing: Standing, epoch: int, is_best: bool) -> None:
@@ -459,9 +462,12 @@ def _set_epoch(loader: DataLoader, epoch: int) -> None:
             sampler.set_epoch(epoch)
 
 
-def _score(run: TrainingRun, datasets: dict[str, Dataset], prefix: str, epoch: int, record: dict[str, Any]) -> None:
+def _score(
+    run: TrainingRun, datasets: dict[str, Dataset], prefix: str, epoch: int, record: dict[str, Any], curves: bool
+) -> None:
     """The protocol's pixel metrics on each (partial-fake) dataset into ``record``, and their
-    mean pixel F1: the same code and figures as ``benco test``'s table."""
+    mean pixel F1: the same code and figures as ``benco test``'s table; with ``curves``, the
+    threshold where mean pixel F1 over all of them is highest (``{prefix}_threshold``)."""
     result = protocol.evaluate(
         run.learner.network,
         datasets,
@@ -470,7 +476,10 @@ def _score(run: TrainingRun, datasets: dict[str, Dataset], prefix: str, epoch: i
         run.config.num_workers,
         run.learner.dtype,
         progress=False,
+        curves=curves,
     )
+    if curves:
+        record[f"{prefix}_threshold"] = protocol.best_threshold(result.records)
     for row in result.rows:
         record.update({f"{prefix}_{row.split}_{m.name}": row.scores[m.name] for m in protocol.pixel_metrics()})
     record[f"{prefix}_mean_pixel_f1"] = result.mean.pixel_f1
@@ -497,6 +506,7 @@ def _write_checkpoint(run: TrainingRun, standing: Standing, epoch: int, path: Pa
         if best
         else f"none: the weights after epoch {epoch + 1} of {run.config.epochs}",
         selection_data=run.data.selection_data if best else None,
+        val_threshold=standing.history[-1].get("val_threshold") if best else None,
         optimizer=None if best else learner.optimizer.state_dict(),
         scaler=None if best else learner.loss_scaler.state_dict(),
     )

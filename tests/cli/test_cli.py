@@ -105,7 +105,8 @@ def test_both_flag_spellings(command):
     parser = benco.build_parser()
     table = importlib.import_module(f"imdlbenco_maskclip.cli.{command}").OPTIONS
     for option in table:
-        value = [] if option.flag else [str(option.default if option.default is not None else 3)]
+        unset = "0.3" if option.name == "threshold" else "3"  # a probability, or a count/size
+        value = [] if option.flag else [str(option.default if option.default is not None else unset)]
         if option.choices:
             value = [option.choices[-1]]
         positional = ["photo.jpg"] if command == "predict" else []

@@ -25,3 +25,18 @@ def test_serve_help_lists_its_limits(capsys):
     for flag in ("--checkpoint", "--host", "--port", "--max_pixels", "--max_file_size"):
         assert flag in out
     assert "127.0.0.1" in out and "7860" in out
+
+
+def test_serve_and_predict_take_the_checkpoints_threshold_unless_given(tiny_checkpoint, tmp_path):
+    import torch
+
+    from imdlbenco_maskclip.cli import options, predict, serve
+
+    chosen = tmp_path / "chosen.pth"
+    torch.save({**torch.load(tiny_checkpoint, map_location="cpu", weights_only=False), "val_threshold": 0.3}, chosen)
+    parser = benco.build_parser()
+    for command, table in (("serve", serve.OPTIONS), ("predict", predict.OPTIONS)):
+        positional = ["photo.jpg"] if command == "predict" else []
+        for extra, expected in (([], 0.3), (["--threshold", "0.65"], 0.65)):
+            args = parser.parse_args([command, "--checkpoint", str(chosen), "--device", "cpu", *extra, *positional])
+            assert predict.build_predictor(options.resolve(table, args, None)).threshold == expected

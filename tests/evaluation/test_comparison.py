@@ -20,6 +20,7 @@ import pytest
 from imdlbenco_maskclip.cli import benco
 from imdlbenco_maskclip.common.errors import UserError
 from imdlbenco_maskclip.evaluation import comparison, leaderboard, protocol, tables
+from tests.support import crafted_records
 
 COUNTS = (50, 100, 40, 60)  # n_pixel, n_images, n_real, n_fake
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -354,3 +355,92 @@ def test_the_page_in_headless_chromium(mismatched):
         rows = {label: cells for label, *cells in tables[f"table-{name}"]}
         for label, values in expected_metric_rows(mismatched.json, name).items():
             assert_cells_equal(rows[label], values)
+
+
+def write_records(folder: Path, model: str, result: protocol.ProtocolResult) -> Path:
+    """``benco test``'s files (``per_image.csv`` included) for a result built from records."""
+    tables.write_results(result, folder, model, str(folder / "checkpoint-best.pth"), compare=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    """``benco compare`` of a reference run with: a run whose fakes score 0.1 more pixel F1 on
+    the same images, a run whose flux split holds other images, and a run without per-image
+    records (300 paired resamples)."""
+    root = tmp_path_factory.mktemp("paired")
+    splits = {"sd15": 120, "flux": 80}
+    write_records(root / "reference", "MaskCLIP", crafted_records.crafted_result(splits, seed=0))
+    write_records(root / "better", "IML_ViT", crafted_records.lifted(splits, seed=0, by=0.1))
+    write_records(root / "other", "IML_ViT", crafted_records.crafted_result({"sd15": 120, "flux": 90}, seed=0))
+    write_run(root / "old", "Mesorch", {"sd15": COUNTS}, seed=11)
+    runs = [str(root / name) for name in ("reference", "better", "other", "old")]
+    result = run_compare(*runs, "--output_dir", str(root / "out"), "--bootstrap", "300")
+    assert result.code == 0, result.err
+    result.root = root
+    return result
+
+
+def test_paired_differences_of_two_runs_on_the_same_images(paired):
+    better = [e for e in paired.json["paired"] if e["run"] == "IML_ViT (better)"]
+    entries = {(e["split"], e["metric"]): e for e in better}
+    assert set(entries) == {(s, m) for s in ("sd15", "flux", "mean") for m in metric_names()}
+    assert paired.json["bootstrap"] == {"resamples": 300, "seed": 0, "level": 95}
+    for split in ("sd15", "flux", "mean"):
+        f1 = entries[(split, "pixel_f1")]
+        assert f1["reference"] == "MaskCLIP" and f1["difference"] == pytest.approx(0.1, abs=1e-9)
+        assert f1["ci95"] == pytest.approx([0.1, 0.1], abs=1e-9)
+        assert entries[(split, "image_auc")]["difference"] == 0.0  # the same probabilities
+    reference = json.loads((paired.root / "reference" / "opensdi_results.json").read_text())
+    assert entries[("sd15", "pixel_f1")]["n"] == reference["splits"][0]["n_pixel"]
+    assert entries[("mean", "image_acc")]["n"] == reference["mean"]["n_images"]
+    markdown = (paired.folder / "comparison.md").read_text()
+    table = markdown_rows(markdown, "Paired: IML_ViT (better) minus MaskCLIP")
+    assert table["pixel F1"] == ["0.100 [0.100, 0.100] *"] * 3
+    assert table["image AUC"] == ["0.000 [0.000, 0.000]"] * 3 and "Paired: IML_ViT (better) minus" in paired.out
+    page = PageReader((paired.folder / "comparison.html").read_text())
+    cells = {row[0][0]: row[1:] for row in page.tables["paired-1"] if row}
+    assert [float(value) for _, value in cells["pixel F1"]] == pytest.approx([0.1] * 3, abs=1e-9)
+
+
+def test_what_cannot_be_paired_is_named(paired):
+    other = {e["split"] for e in paired.json["paired"] if e["run"] == "IML_ViT (other)"}
+    assert other == {"sd15", "mean"}
+    assert paired.json["not_paired"] == [
+        "Mesorch: no per-image records beside its results; shown, not paired",
+        "split 'flux': IML_ViT (other) scored other images than MaskCLIP; left unpaired",
+    ]
+    assert "benco compare: not paired: split 'flux': IML_ViT (other) scored other images" in paired.err
+    assert "Not paired: Mesorch: no per-image records" in (paired.folder / "comparison.md").read_text()
+
+
+def test_a_run_compared_with_itself_differs_by_zero(paired, tmp_path):
+    shutil.copytree(paired.root / "reference", tmp_path / "again")
+    saved = comparison.as_json(comparison.compare([paired.root / "reference", tmp_path / "again"]))
+    assert len(saved["paired"]) == 3 * len(metric_names())
+    assert all(e["difference"] == 0.0 and e["ci95"] == [0.0, 0.0] for e in saved["paired"])
+    assert saved["mismatches"] == []
+
+
+def test_runs_on_different_files_are_flagged_and_older_results_still_read(tmp_path):
+    for name, digest in (("a", "1" * 64), ("b", "2" * 64)):
+        write_run(tmp_path / name, "MaskCLIP", {"sd15": COUNTS, "sd2": COUNTS}, seed=12)
+        path = tmp_path / name / "opensdi_results.json"
+        payload = json.loads(path.read_text())
+        payload["fingerprints"] = {"sd15": {"kind": "parquet", "files": [], "sha256": digest}}
+        payload["fingerprints"]["sd2"] = {"kind": "parquet", "files": [], "sha256": "3" * 64}
+        path.write_text(json.dumps(payload))
+    write_run(tmp_path / "old", "MaskCLIP", {"sd15": COUNTS, "sd2": COUNTS}, seed=12)
+    old = tmp_path / "old" / "opensdi_results.json"
+    payload = json.loads(old.read_text())
+    added = ("tpr_at_fpr5", "ece", "real_fpr", "real_area", "n_empty_mask")
+    for row in [*payload["splits"], payload["mean"]]:  # as written before this change
+        for key in added:
+            del row[key]
+    old.write_text(json.dumps(payload))
+    result = comparison.compare([tmp_path / "a", tmp_path / "b", tmp_path / "old"])
+    assert result.runs[2].splits["sd15"]["ece"] is None and result.means["MaskCLIP (old)"]["pixel_f1"] is not None
+    data = [m for m in result.mismatches if m.kind == "data"]
+    assert [m.split for m in data] == ["sd15"]
+    assert data[0].values == {"MaskCLIP (a)": "1" * 64, "MaskCLIP (b)": "2" * 64}
+    assert "**Warning:** split 'sd15': the runs read different files" in comparison.markdown(result)

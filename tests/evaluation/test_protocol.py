@@ -68,7 +68,14 @@ def _expected(truth, masks, labels):
     hard = (p > 0.5).astype(float)
     tp, fp, fn = (hard * y).sum(), (hard * (1 - y)).sum(), ((1 - hard) * y).sum()
     precision, recall = tp / (tp + fp), tp / (tp + fn)
+    bins = np.minimum((p * 15).astype(int), 14)
+    ece = sum((bins == k).mean() * abs(y[bins == k].mean() - p[bins == k].mean()) for k in set(bins.tolist()))
+    reals = [n for n, (kind, _) in truth.items() if kind == "real"]
     return {
+        "real_fpr": np.mean([labels[n] >= 0.5 for n in reals]),
+        "real_area": np.mean([(masks[n] > 0.5).mean() for n in reals]),
+        "tpr_at_fpr5": np.mean(p[y == 1] > np.percentile(p[y == 0], 95)),
+        "ece": ece,
         "pixel_f1": np.mean(f1s),
         "pixel_iou": np.mean(ious),
         "pixel_auc": np.mean(aucs),
@@ -166,17 +173,31 @@ def test_mean_row_skips_missing_figures():
     assert mean.n_images == 10
 
 
+def brier(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """A figure no Benco evaluator gives, per row of image weights: the mean squared error."""
+    return (w @ (p - y) ** 2) / w.sum(axis=1)
+
+
 def test_a_metric_is_one_entry_in_the_table_of_metrics(tmp_path, monkeypatch):
-    """Appending one ``Metric`` puts it in the records, every row, the mean, the printed table,
-    the JSON, the CSV and the per-image CSV."""
+    """Appending one ``Metric`` (a Benco evaluator, or a compute function) puts it in the
+    records, every row, the mean, the intervals, the printed table, the JSON, the CSV and (per
+    image) the per-image CSV."""
+    from imdlbenco_maskclip.evaluation import bootstrap
+
     rng = np.random.default_rng(1)
     truth = _write_mani(tmp_path / "mani", rng)
     masks = {n: rng.random((SIZE, SIZE)).astype(np.float32) for n in truth}
     labels = {n: float(rng.random()) for n in truth}
     extra = protocol.Metric("pixel_iou_again", "IoU again", "PixelIOU", protocol.PARTIAL_FAKES)
-    monkeypatch.setattr(protocol, "METRICS", (*protocol.METRICS, extra))
+    computed = protocol.Metric("brier", "Brier", None, protocol.ALL_IMAGES, brier, higher_is_better=False)
+    monkeypatch.setattr(protocol, "METRICS", (*protocol.METRICS, extra, computed))
     datasets = protocol_datasets([f"mine={tmp_path / 'mani'}"], DatasetOptions(SIZE), None)
     result = protocol.evaluate(CraftedModel(masks, labels), datasets, Runtime(torch.device("cpu")), 4)
+    p = np.array([r.pred_label for r in result.records])
+    assert result.rows[0].brier == pytest.approx(np.mean((p - [r.label for r in result.records]) ** 2))
+    result = bootstrap.with_intervals(result, bootstrap.Settings(200, 0))
+    assert result.rows[0].ci95["brier"][0] < result.rows[0].brier < result.rows[0].ci95["brier"][1]
+    assert "Brier" in tables.result_table(result)
     assert result.rows[0].pixel_iou_again == pytest.approx(result.rows[0].pixel_iou)
     assert all(r.f1_by_threshold == () for r in result.records)  # curves only when asked for (the report's)
     assert result.mean.pixel_iou_again == pytest.approx(result.mean.pixel_iou)
@@ -184,9 +205,80 @@ def test_a_metric_is_one_entry_in_the_table_of_metrics(tmp_path, monkeypatch):
     tables.write_results(result, tmp_path / "out", "Crafted", "none.pth", compare=False)
     saved = json.loads((tmp_path / "out" / "opensdi_results.json").read_text())
     assert saved["splits"][0]["pixel_iou_again"] == pytest.approx(saved["splits"][0]["pixel_iou"])
+    assert saved["splits"][0]["ci95"]["brier"] == list(result.rows[0].ci95["brier"])
     with open(tmp_path / "out" / "opensdi_results.csv") as handle:
-        assert "pixel_iou_again" in next(csv.reader(handle))
+        assert {"pixel_iou_again", "brier", "brier_low", "brier_high"} <= set(next(csv.reader(handle)))
     with open(tmp_path / "out" / "per_image.csv") as handle:
         assert "pixel_iou_again" in next(csv.reader(handle))
     page = report.write_report(tmp_path / "out", result.records, [], {"model": "Crafted"}).read_text()
     assert "<th>IoU again</th>" in page and 'alt="Each metric per generator"' in page
+
+
+class MeanColour(torch.nn.Module):
+    """A mask from each pixel's mean colour and a fixed fake probability: enough for pixel AUC."""
+
+    def forward(self, image: torch.Tensor, **kwargs) -> dict:
+        return {"pred_mask": torch.sigmoid(image.mean(1, keepdim=True)), "pred_label": torch.full((len(image),), 0.7)}
+
+
+def _png(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_tiny_edit_that_vanishes_at_64_px_is_counted_and_left_out_of_pixel_auc(tmp_path):
+    """A 3x3 px edit of a 512 px photo has no pixel left in its mask at 64 px: Benco's PixelAUC
+    would score it 0; the protocol counts it in n_empty_mask and averages pixel AUC without it."""
+    from dataset_adapters.synthetic import write_opensdi_shard
+
+    rng = np.random.default_rng(0)
+    photo = lambda: _png(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))  # noqa: E731
+    tiny, large = np.zeros((512, 512, 3), np.uint8), np.zeros((512, 512, 3), np.uint8)
+    tiny[1:4, 1:4] = 255
+    large[100:300, 150:400] = 255
+    rows = [
+        ("partial/sd15/fake/tiny.png", photo(), _png(tiny), 1),
+        ("partial/sd15/fake/large.png", photo(), _png(large), 1),
+        ("partial/sd15/real/a.png", photo(), None, 0),
+        ("partial/sd15/real/b.png", photo(), None, 0),
+    ]
+    write_opensdi_shard(tmp_path / "data" / "data" / "sd15-00000-of-00001.parquet", rows)
+    datasets = protocol_datasets([str(tmp_path / "data")], DatasetOptions(64), None)
+    result = protocol.evaluate(MeanColour(), datasets, Runtime(torch.device("cpu")), 4, progress=False)
+
+    by_name = {r.name.split("/")[-1]: r for r in result.records}
+    assert by_name["tiny.png"].empty_mask and not by_name["large.png"].empty_mask
+    assert by_name["tiny.png"].pixel["pixel_auc"] is None and by_name["tiny.png"].pixel["pixel_f1"] is not None
+    row = result.rows[0]
+    assert row.n_pixel == 2 and row.n_empty_mask == 1 and result.mean.n_empty_mask == 1
+    assert row.pixel_auc == pytest.approx(by_name["large.png"].pixel["pixel_auc"])
+    assert 0.0 < row.pixel_auc < 1.0  # Benco's 0 for the empty mask is not averaged in
+    assert row.pixel_f1 == pytest.approx(np.mean([by_name[n].pixel["pixel_f1"] for n in ("tiny.png", "large.png")]))
+
+    tables.write_results(result, tmp_path / "out", "MeanColour", "none.pth", compare=False)
+    with open(tmp_path / "out" / "per_image.csv") as handle:
+        lines = {line["name"].split("/")[-1]: line for line in csv.DictReader(handle)}
+    assert (lines["tiny.png"]["empty_mask"], lines["tiny.png"]["pixel_auc"]) == ("1", "")
+    assert lines["large.png"]["empty_mask"] == "0"
+    markdown = (tmp_path / "out" / "opensdi_results.md").read_text()
+    assert "1 partial fake(s) have an empty mask at the evaluated size (sd15 1)" in markdown
+    assert json.loads((tmp_path / "out" / "opensdi_results.json").read_text())["splits"][0]["n_empty_mask"] == 1
+
+
+def test_the_best_threshold_is_the_highest_mean_f1_ties_nearest_one_half():
+    def fake(curve: list[float | None]) -> protocol.ImageRecord:
+        return protocol.ImageRecord(
+            "v", 0, "partial/v/fake/1.png", 1, True, True, None, {"pixel_f1": 0.0}, tuple(curve)
+        )
+
+    t = protocol.THRESHOLDS
+    rising = [fake([i / 20 for i in range(19)]), fake([0.5] * 19)]
+    assert protocol.best_threshold(rising) == t[-1]
+    flat = [fake([0.3] * 19)]
+    assert protocol.best_threshold(flat) == 0.5
+    two_peaks = [fake([0.9 if x in (0.2, 0.45) else 0.1 for x in t])]
+    assert protocol.best_threshold(two_peaks) == 0.45
+    assert protocol.best_threshold([fake([])]) is None

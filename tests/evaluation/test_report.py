@@ -70,7 +70,9 @@ def test_report_is_self_contained_and_every_picture_loads(shown):
     assert shown["images"] and all(
         image["width"] > 0 and image["src"].startswith("data:image/") for image in shown["images"]
     )
-    assert {"bars", "roc", "thresholds", "perturbations", "audit-figure"} <= set(shown["figures"])
+    assert {"bars", "roc", "real-images", "reliability", "thresholds", "perturbations", "audit-figure"} <= set(
+        shown["figures"]
+    )
 
 
 def test_report_table_matches_the_json(tested, shown):
@@ -81,6 +83,55 @@ def test_report_table_matches_the_json(tested, shown):
     for row, expected in zip(rows, [*results["splits"], results["mean"]]):
         for key, value in zip(keys[1:], row[1:]):
             assert close(value if value != "-" else None, expected[key]), (expected["split"], key)
+
+
+def test_report_shows_every_figure_with_the_jsons_interval(tested, shown):
+    results = json.loads((tested / "opensdi_results.json").read_text())
+    keys = [key for key, _ in tables.columns()]
+    averages = {"pixel_f1", "pixel_iou", "pixel_auc", "pixel_acc", "image_acc", "real_fpr", "real_area"}
+    for row, cells, expected in zip(
+        shown["tables"]["results"], shown["intervals"]["results"], [*results["splits"], results["mean"]]
+    ):
+        for key, value, bounds in zip(keys[1:], row[1:], cells[1:]):
+            if key.startswith("n_"):
+                assert bounds is None, key
+                continue
+            assert bounds == expected["ci95"][key], (expected["split"], key)
+            if key in averages:
+                assert bounds[0] <= value <= bounds[1], (expected["split"], key)
+    assert "In brackets: 95% percentile-bootstrap intervals (1000 resamples, seed 0)" in shown["text"]
+
+
+def test_report_draws_the_reliability_of_the_fake_probability(tested, shown):
+    """The reliability table beside the diagram holds, per generator, the non-empty bins of
+    [k/15, (k+1)/15) with their images, mean probability and share of fakes, as per_image.csv says."""
+    with open(tested / "per_image.csv", newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    expected = []
+    for split in dict.fromkeys(line["split"] for line in lines):
+        p = [float(line["pred_label"]) for line in lines if line["split"] == split]
+        y = [int(line["label"]) for line in lines if line["split"] == split]
+        for k in range(15):
+            inside = [i for i, v in enumerate(p) if k / 15 <= v < (k + 1) / 15 or (k == 14 and v == 1.0)]
+            if inside:
+                share = sum(y[i] for i in inside) / len(inside)
+                mean = sum(p[i] for i in inside) / len(inside)
+                expected.append([split, f"{k / 15:.3f}-{(k + 1) / 15:.3f}", len(inside), mean, share])
+    rows = shown["tables"]["reliability-table"]
+    assert [row[:3] for row in rows] == [row[:3] for row in expected]
+    for row, wanted in zip(rows, expected):
+        assert row[3:] == pytest.approx(wanted[3:], abs=1e-12)
+    assert any(image["alt"] == "reliability diagram per generator" and image["width"] > 0 for image in shown["images"])
+
+
+def test_results_record_the_files_each_split_was_scored_on(tested):
+    from dataset_adapters.fingerprint import shard_fingerprint
+
+    results = json.loads((tested / "opensdi_results.json").read_text())
+    assert list(results["fingerprints"]) == [s["split"] for s in results["splits"]]
+    for split, recorded in results["fingerprints"].items():
+        shards = sorted(str(p) for p in (tested / "data" / "data").glob(f"{split}-*.parquet"))
+        assert recorded == shard_fingerprint(shards) and len(recorded["files"]) == len(shards)
 
 
 def test_report_states_the_run(tested, shown, tiny_checkpoint):

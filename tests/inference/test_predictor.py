@@ -240,3 +240,28 @@ def test_readme_example(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     probability, shape = capsys.readouterr().out.split(" ", 1)
     assert 0.0 <= float(probability) <= 1.0 and shape.strip() == "(36, 48)"
     assert Image.open("photo_overlay.png").size == (48, 36)
+
+
+def test_the_threshold_is_the_checkpoints_validation_threshold_unless_given(tiny_checkpoint, tmp_path, predictor):
+    """A checkpoint chosen on held-out validation records its threshold: Predictor and benco
+    predict use it (else 0.5), --threshold overrides it, and predictions.csv records it."""
+    chosen = tmp_path / "chosen.pth"
+    payload = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    torch.save({**payload, "val_threshold": 0.3}, chosen)
+    assert predictor.threshold == 0.5
+    validated = Predictor.from_checkpoint(chosen, device="cpu")
+    assert validated.threshold == 0.3
+    assert Predictor.from_checkpoint(chosen, device="cpu", threshold=0.8).threshold == 0.8
+    Image.fromarray(red_left_half(48, 36)).save(tmp_path / "photo.png")
+    result = validated.predict(tmp_path / "photo.png")
+    assert result.threshold == 0.3 and result.manipulated_fraction == float((result.mask > 0.3).mean())
+    assert np.array_equal(np.asarray(result.overlay()), np.asarray(result.overlay(0.3)))
+
+    for extra, expected in (([], 0.3), (["--threshold", "0.75"], 0.75)):
+        output = tmp_path / f"out{expected}"
+        argv = ["predict", "--checkpoint", str(chosen), str(tmp_path / "photo.png"), "--device", "cpu", *extra]
+        assert benco.main([*argv, "--output_dir", str(output)]) == 0
+        with open(output / "predictions.csv", newline="") as handle:
+            (row,) = list(csv.DictReader(handle))
+        assert float(row["threshold"]) == expected
+        assert float(row["manipulated_fraction"]) == float((result.mask > expected).mean())

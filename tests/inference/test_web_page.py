@@ -111,3 +111,10 @@ def test_page_in_headless_chromium(served, tmp_path):
             sync_api.expect(page.get_by_text("not an image Pillow can read")).to_be_visible(timeout=20_000)
         finally:
             browser.close()
+
+
+def test_the_threshold_slider_starts_at_the_predictors_threshold(tiny_checkpoint):
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", threshold=0.3)
+    app = web_page.build_app(predictor, [])
+    (slider,) = [c for c in app.config["components"] if c.get("props", {}).get("elem_id") == "threshold"]
+    assert slider["props"]["value"] == 0.3

@@ -24,6 +24,8 @@ READ_PAGE = """() => {
     return Array.from(t.querySelectorAll('tbody tr')).map(r => Array.from(r.cells).map(
       c => c.dataset.value !== undefined ? Number(c.dataset.value) : c.textContent));
   };
+  const bounds = (id) => Array.from(document.getElementById(id).querySelectorAll('tbody tr')).map(r =>
+    Array.from(r.cells).map(c => c.dataset.low !== undefined ? [Number(c.dataset.low), Number(c.dataset.high)] : null));
   const facts = {};
   document.querySelectorAll('#facts tr').forEach(r => { facts[r.cells[0].textContent] = r.cells[1].textContent; });
   return {
@@ -31,6 +33,7 @@ READ_PAGE = """() => {
     figures: Array.from(document.querySelectorAll('figure')).map(f => f.id),
     facts: facts,
     tables: Object.fromEntries(Array.from(document.querySelectorAll('table[id]')).map(t => [t.id, table(t.id)])),
+    intervals: Object.fromEntries(Array.from(document.querySelectorAll('table[id]')).map(t => [t.id, bounds(t.id)])),
     examples: Object.fromEntries(Array.from(document.querySelectorAll('.examples')).map(e => [e.id,
       Array.from(e.querySelectorAll('.example')).map(x => Number(x.querySelector('[data-value]').dataset.value))])),
     text: document.body.innerText,
@@ -40,8 +43,9 @@ READ_PAGE = """() => {
 
 def read_report(path: Path) -> dict[str, Any]:
     """What the page shows once loaded from disk: every picture (decoded size), figure ids, the
-    run's facts, each table's rows (exact numbers from ``data-value``), example F1s, and the
-    requests it made (only ``file:`` and ``data:`` ones are allowed: the page is self-contained)."""
+    run's facts, each table's rows (exact numbers from ``data-value``) and intervals (``data-low``
+    and ``data-high``, null where a cell has none), example F1s, and the requests it made (only
+    ``file:`` and ``data:`` ones are allowed: the page is self-contained)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")

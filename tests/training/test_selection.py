@@ -3,6 +3,7 @@ default, on the test data with ``--select_on test``, and ``benco test`` saying w
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -146,6 +147,42 @@ def test_train_with_only_data_path_selects_on_held_out_rows(opensdi_root, tmp_pa
     results = json.loads((run / "opensdi_results.json").read_text())
     assert results["selected_on"] == best["selected_on"]
     assert f"Selected on: {best['selected_on']}" in (run / "opensdi_results.md").read_text()
+    assert_threshold_chosen_on_validation(run, best, results, split=held_out_split(dataset))
+
+
+def held_out_split(dataset):
+    """The validation set ``benco train --val_fraction 0.3`` scored (unaugmented, at 32 px)."""
+    return hold_out(dataset, 0.3).validation
+
+
+def assert_threshold_chosen_on_validation(run, best, results, split):
+    """The best checkpoint records the threshold where its own weights score the highest mean
+    pixel F1 on the held-out validation; benco test scores pixel F1 there beside the table."""
+    from imdlbenco_maskclip.checkpoints.loading import load_model
+    from imdlbenco_maskclip.evaluation import protocol
+    from imdlbenco_maskclip.host.runtime import Runtime
+    from imdlbenco_maskclip.host.workarounds import allow_namespace_checkpoints
+
+    allow_namespace_checkpoints()
+    threshold = best["val_threshold"]
+    assert threshold in protocol.THRESHOLDS
+    assert torch.load(run / "checkpoint-last.pth", map_location="cpu", weights_only=False)["val_threshold"] is None
+    model = load_model(run / "checkpoint-best.pth")
+    scored = protocol.evaluate(
+        model, {"validation": split}, Runtime(torch.device("cpu")), 4, progress=False, curves=True
+    )
+    curve = protocol.threshold_curve(scored.records)
+    assert curve[protocol.THRESHOLDS.index(threshold)] == max(v for v in curve if v is not None)
+    assert results["val_threshold"] == threshold
+    with open(run / "per_image.csv", newline="") as handle:
+        lines = [line for line in csv.DictReader(handle) if line["pixel_f1_at_val_threshold"]]
+    assert lines and results["splits"][0]["pixel_f1_at_val_threshold"] == pytest.approx(
+        np.mean([float(line["pixel_f1_at_val_threshold"]) for line in lines])
+    )
+    assert results["splits"][0]["ci95"]["pixel_f1_at_val_threshold"] is not None
+    assert f"pixel F1 at {threshold:g}" in (run / "opensdi_results.md").read_text()
+    page = (run / "opensdi_report.html").read_text()
+    assert f"The dashed line is the checkpoint's threshold, {threshold:g}, chosen on held-out validation" in page
 
 
 def test_select_on_test_is_recorded_and_warned_about(opensdi_root, tmp_path, capsys):
@@ -155,6 +192,7 @@ def test_select_on_test_is_recorded_and_warned_about(opensdi_root, tmp_path, cap
     )
     best = torch.load(run / "checkpoint-best.pth", map_location="cpu", weights_only=False)
     assert best["selected_on"] == f"test: {opensdi_root.name} sd2"
+    assert best["val_threshold"] is None  # no threshold is chosen on test data
     last = torch.load(run / "checkpoint-last.pth", map_location="cpu", weights_only=False)
     assert last["selected_on"] == "none: the weights after epoch 2 of 2"
     capsys.readouterr()
