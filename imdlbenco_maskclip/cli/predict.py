@@ -1,9 +1,11 @@
-"""``benco predict``: masks, overlays and fake probabilities for images, folders or shards."""
+"""``benco predict``: masks, overlays and fake probabilities for images, folders or shards, in one
+process or under torchrun (``torchrun --nproc_per_node N -m imdlbenco_maskclip predict ...``)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from PIL import Image
@@ -12,8 +14,14 @@ from imdlbenco_maskclip.cli import options
 from imdlbenco_maskclip.cli.options import Option, parse_size
 
 if TYPE_CHECKING:
+    import torch
+
     from imdlbenco_maskclip.cli.options import RunConfig
     from imdlbenco_maskclip.inference.predictor import Predictor
+
+COLLECTIVE_TIMEOUT = timedelta(days=7)
+"""How long a process waits for the others at the end: after --resume the shares left can be
+uneven. If a process fails, torchrun stops the others; this timeout does not."""
 
 MAX_PIXELS = Option(
     "max_pixels",
@@ -45,8 +53,38 @@ OPTIONS = [
         "autocast dtype: auto (GPU: bf16 where supported, else fp16; CPU: off), off, bf16, fp16",
         choices=("auto", "off", "bf16", "fp16"),
     ),
-    Option("num_workers", int, 0, "DataLoader worker processes", metavar="N"),
-    Option("output_dir", str, "./predictions", "where masks/, overlays/ and predictions.csv/json go", metavar="DIR"),
+    replace(options.NUM_WORKERS, help="DataLoader worker processes that read, decode and resize the images"),
+    Option(
+        "output_dir",
+        str,
+        "./predictions",
+        "where masks/, overlays/ and predictions.csv/json (files) or predictions/part-*.parquet (parquet) go",
+        metavar="DIR",
+    ),
+    Option(
+        "format",
+        str,
+        "files",
+        "files: a PNG mask and overlay per image and one CSV/JSON table (small runs); "
+        "parquet: predictions/part-RRRRR-CCCCC.parquet with the masks inside, resumable (large runs)",
+        choices=("files", "parquet"),
+    ),
+    Option(
+        "masks",
+        str,
+        "png",
+        "png: keep each mask (files: masks/ and overlays/; parquet: the mask column); none: only the numbers",
+        choices=("png", "none"),
+    ),
+    Option("part_size", parse_size, 1000, "--format parquet: rows per part file", metavar="N"),
+    Option(
+        "resume",
+        None,
+        False,
+        "--format parquet: continue a killed run in the same --output_dir (any number of processes): "
+        "skip the inputs already in complete parts, remove unfinished ones",
+        flag=True,
+    ),
 ]
 
 
@@ -59,11 +97,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.configure(parser, OPTIONS, model_flags=False)
 
 
-def build_predictor(config: RunConfig) -> Predictor:
+def build_predictor(config: RunConfig, device: torch.device | None = None) -> Predictor:
     """The ``Predictor`` that ``benco predict`` and ``benco serve`` options describe: the
     checkpoint's model (``--model`` and ``model_args:`` override what it records) at
     ``--image_size`` (else the run's), padded with ``--if_padding`` (else as the run did), with
-    ``--max_pixels`` as this process's limit."""
+    ``--max_pixels`` as this process's limit, on ``device`` (else ``--device``)."""
     from imdlbenco_maskclip.inference import photos
     from imdlbenco_maskclip.inference.predictor import Predictor
 
@@ -71,7 +109,7 @@ def build_predictor(config: RunConfig) -> Predictor:
     options.require(values, "checkpoint")
     return Predictor.from_checkpoint(
         values["checkpoint"],
-        values["device"],
+        device or values["device"],
         values["image_size"],
         values["amp"],
         padding=True if values["if_padding"] else None,
@@ -87,16 +125,39 @@ def run(args: argparse.Namespace) -> int:
     config = options.resolve(OPTIONS, args, args.config)
     values = config.values
     options.require(values, "checkpoint")
+    from imdlbenco_maskclip.host.runtime import start_runtime, stop_runtime
     from imdlbenco_maskclip.inference import batch
 
-    inputs = batch.collect_inputs(args.inputs)
-    predictor = build_predictor(config)
+    settings = batch.JobSettings(
+        format=values["format"],
+        masks=values["masks"],
+        batch_size=values["batch_size"],
+        num_workers=values["num_workers"],
+        part_size=values["part_size"],
+        resume=bool(values["resume"]),
+    )
     output_dir = Path(values["output_dir"]).expanduser()
-    rows = batch.predict(predictor, inputs, output_dir, values["batch_size"], values["num_workers"])
-    skipped = sum(1 for row in rows if row.get("error"))
+    units = batch.plan_job(args.inputs, output_dir, settings)
+    runtime = start_runtime(values["device"], timeout=COLLECTIVE_TIMEOUT)
+    try:
+        predictor = build_predictor(config, runtime.device)
+        summary = batch.run_job(predictor, units, output_dir, settings, runtime)
+    finally:
+        stop_runtime(runtime)
+    if not runtime.is_main:
+        return 0
     how = "padded" if predictor.padding else "resized"
+    where = (
+        f"{output_dir}/{batch.parts.FOLDER}/ ({len(summary.written)} new parts)"
+        if settings.format == "parquet"
+        else f"{output_dir}/predictions.csv"
+        + (f", {output_dir}/masks, {output_dir}/overlays" if settings.masks == "png" else "")
+    )
+    earlier = f", {summary.already_done} predicted before (--resume)" if settings.resume else ""
+    processes = f" by {summary.processes} processes" if summary.processes > 1 else ""
     print(
-        f"{type(predictor.model).__name__} at {predictor.image_size} px ({how}): {len(rows) - skipped} images predicted, "
-        f"{skipped} skipped -> {output_dir}/masks, {output_dir}/overlays, {output_dir}/predictions.csv"
+        f"{type(predictor.model).__name__} at {predictor.image_size} px ({how}, {predictor.precision}): "
+        f"{summary.predicted} images predicted, {summary.skipped} skipped{earlier}{processes}, "
+        f"{summary.images_per_second:.1f} images/s -> {where}"
     )
     return 0
