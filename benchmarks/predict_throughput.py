@@ -4,22 +4,30 @@ For the tiny setting at 256 px and the paper setting at 512 px (random weights, 
 downloaded), on the same 1024-px JPEGs:
 
 * ``decoding alone``: reading, decoding (Pillow, EXIF orientation, RGB) and resizing with Benco's
-  test transform to the model's input, as ``benco predict``'s DataLoader workers do, in a
-  DataLoader of ``--workers`` workers with no model;
+  test transform, as ``benco predict``'s DataLoader workers do, in a DataLoader of ``--workers``
+  workers with no model;
 * ``model alone``: the forward on those decoded tensors, in batches of ``--batch``, at the
-  precision ``--amp auto`` chooses here (the first batch, a warm-up, untimed);
+  precision ``--amp auto`` chooses here (a warm-up batch first, untimed);
+* ``masks alone``: what follows the forward for the parquet format, a probability map resized
+  to 1024 px and encoded as PNG, in ``benco predict``'s writer threads;
 * ``benco predict`` end to end, a fresh process each: a folder of the JPEGs to the files format
-  (a PNG mask and overlay per image), the same folder to ``--format parquet``, and a parquet shard
-  holding the same JPEG bytes to ``--format parquet``. The rate is the one the command prints
-  (its prediction loop, DataLoader start included); the wall time adds start-up and model loading.
+  (a PNG mask and overlay per image), the same folder to ``--format parquet``, a parquet shard
+  holding the same JPEG bytes to ``--format parquet``, and the folder to parquet again with
+  ``GOMP_SPINCOUNT=300000``: OpenMP threads that spin while they wait, GNU OpenMP's default,
+  where ``benco predict`` (and this benchmark, for every stage) makes them sleep. The rate is the
+  one the command prints: its prediction loop, DataLoader start and first batch included,
+  start-up and model loading not.
 
-End to end at the rate of the slower stage means reading is hidden behind the model. On a
-2-core CPU it cannot be: the DataLoader workers and the model share the two cores, so the end
-to end rate falls below both stages. On a GPU machine the same run shows whether I/O is hidden.
+End to end at the rate of the slower of decoding and model means that reading is hidden behind
+the model. On a CPU it cannot be: the DataLoader workers, the writer threads and the model share
+the cores. On a GPU machine the same run shows whether I/O is hidden.
 
-    PYTHONPATH=. python benchmarks/predict_throughput.py [--settings tiny paper] [--workers 2]
+Each measure is the best of ``--rounds`` rounds, taken in turn, so that load from other jobs on
+a shared machine lowers the figures less.
 
-The defaults take about 5 minutes on 2 cores; the paper setting's checkpoint is a 2.2 GB file
+    PYTHONPATH=. python benchmarks/predict_throughput.py [--settings tiny paper] [--workers 2] [--rounds 2]
+
+The defaults take 15-25 minutes on 2 busy cores; the paper setting's checkpoint is a 2.2 GB file
 in a temporary folder.
 """
 
@@ -39,6 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from imdlbenco_maskclip.cli.predict import wait_passively  # noqa: E402  (light: imports no torch)
 
 SIZES = {"tiny": 256, "paper": 512}
 PHOTO_SIDE = 1024
@@ -198,14 +208,16 @@ def masks_alone(size: int, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def end_to_end(checkpoint: Path, inputs: Path, output: Path, workers: int, batch: int, *flags: str) -> float:
+def end_to_end(
+    checkpoint: Path, inputs: Path, output: Path, workers: int, batch: int, *flags: str, **environment: str
+) -> float:
     """Images/s that ``benco predict`` prints (its prediction loop, DataLoader start included)."""
     import shutil
 
     shutil.rmtree(output, ignore_errors=True)
     command = [sys.executable, "-m", "imdlbenco_maskclip", "predict", "--checkpoint", str(checkpoint), str(inputs)]
     command += ["--batch_size", str(batch), "--num_workers", str(workers), "--output_dir", str(output), *flags]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", **environment}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"benco predict failed:\n{done.stderr[-3000:]}")
@@ -235,6 +247,9 @@ def measure(setting: str, paths: list[Path], work: Path, args: argparse.Namespac
         "benco predict, shard -> parquet": lambda: end_to_end(
             checkpoint, shard, work / "out", args.workers, args.batch, "--format", "parquet"
         ),
+        "benco predict, same, OpenMP spinning": lambda: end_to_end(
+            checkpoint, folder, work / "out", args.workers, args.batch, "--format", "parquet", GOMP_SPINCOUNT="300000"
+        ),
     }
     best = dict.fromkeys(stages, 0.0)
     for _ in range(args.rounds):
@@ -252,6 +267,7 @@ def measure(setting: str, paths: list[Path], work: Path, args: argparse.Namespac
 
 
 def main() -> int:
+    wait_passively()  # as benco predict does, before torch is imported
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--images", type=int, nargs=2, default=(256, 16), metavar=("TINY", "PAPER"))
@@ -262,6 +278,9 @@ def main() -> int:
 
     import torch
 
+    from imdlbenco_maskclip.host.registration import quiet_benco_import
+
+    quiet_benco_import()
     print(f"machine: {machine()}")
     if not torch.cuda.is_available():
         print(f"on the CPU: the {args.workers} DataLoader workers and the model share the {os.cpu_count()} cores")

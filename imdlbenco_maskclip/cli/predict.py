@@ -4,6 +4,8 @@ process or under torchrun (``torchrun --nproc_per_node N -m imdlbenco_maskclip p
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 COLLECTIVE_TIMEOUT = timedelta(days=7)
 """How long a process waits for the others at the end: after --resume the shares left can be
-uneven. If a process fails, torchrun stops the others; this timeout does not."""
+uneven. When a process fails, torchrun stops the others, not this timeout."""
 
 MAX_PIXELS = Option(
     "max_pixels",
@@ -119,9 +121,20 @@ def build_predictor(config: RunConfig, device: torch.device | None = None) -> Pr
     )
 
 
+def wait_passively() -> None:
+    """Make OpenMP threads sleep while they wait, unless the user chose how (``OMP_WAIT_POLICY``
+    or ``GOMP_SPINCOUNT``). On the CPU the model's OpenMP threads share the cores with the
+    DataLoader workers and the mask-writer threads; spinning between parallel regions (GNU
+    OpenMP's default) then leaves each region waiting for a thread that is not running.
+    OpenMP reads this once, when torch is imported: after that, nothing is changed."""
+    if "torch" not in sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    wait_passively()
     config = options.resolve(OPTIONS, args, args.config)
     values = config.values
     options.require(values, "checkpoint")

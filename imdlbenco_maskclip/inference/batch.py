@@ -123,7 +123,7 @@ def run_job(
     runtime = runtime or Runtime(predictor.device)
     first, end = share_bounds(units, runtime.rank, runtime.world_size)
     if settings.format == "parquet":
-        return _parquet_job(predictor, units, (first, end), output_dir, settings, runtime)
+        return _parquet_job(predictor, units[first:end], output_dir, settings, runtime)
     return _files_job(predictor, units, (first, end), output_dir, settings, runtime)
 
 
@@ -216,18 +216,13 @@ def _parquet_row(item: NamedImage, result: Prediction, with_masks: bool) -> dict
 
 
 def _parquet_job(
-    predictor: Predictor,
-    units: Sequence[Unit],
-    bounds: tuple[int, int],
-    output_dir: Path,
-    settings: JobSettings,
-    runtime: Runtime,
+    predictor: Predictor, share: Sequence[Unit], output_dir: Path, settings: JobSettings, runtime: Runtime
 ) -> JobSummary:
+    """Predict the units of this process's ``share`` that no complete part holds, into parts."""
     folder = output_dir / parts.FOLDER
     complete = parts.complete_parts(folder)
     facts = run_facts(predictor, settings.masks)
     parts.check_same_run(complete, facts)
-    share = units[bounds[0] : bounds[1]]
     mine = read_inputs(share)
     done = parts.done_inputs(complete, {unit.source for unit in share})
     todo = [item for item in mine if (item.source, item.name) not in done]
@@ -305,6 +300,7 @@ def _files_job(
     settings: JobSettings,
     runtime: Runtime,
 ) -> JobSummary:
+    """Predict this process's units (``bounds``) into pictures and a table; process 0 merges the tables."""
     everything = read_inputs(units)
     offset = sum(unit.count for unit in units[: bounds[0]])
     count = sum(unit.count for unit in units[bounds[0] : bounds[1]])

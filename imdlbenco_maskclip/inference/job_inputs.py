@@ -57,8 +57,8 @@ def _shard_units(path: Path) -> list[Unit]:
     return [Unit(str(path), rows, shard=shard, group=group) for group, rows in enumerate(shard.group_rows)]
 
 
-def _inside(path: Path, folder: Path | None) -> bool:
-    return folder is not None and (path == folder or folder in path.parents)
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def plan_inputs(entries: Sequence[str], leave_out: Path | None = None) -> list[Unit]:
@@ -73,7 +73,12 @@ def plan_inputs(entries: Sequence[str], leave_out: Path | None = None) -> list[U
         elif path.is_file():
             units.append(Unit(str(path), 1, key=path.name))
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not _inside(p.resolve(), leave_out))
+            skipped = (
+                path / leave_out.relative_to(path.resolve())
+                if leave_out and _inside(leave_out, path.resolve())
+                else None
+            )
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not (skipped and _inside(p, skipped)))
             for shard in (p for p in files if p.suffix.lower() == ".parquet"):
                 units.extend(_shard_units(shard))
             units.extend(

@@ -33,6 +33,8 @@ class JobProgress:
             file=stream or sys.stderr,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]",
         )
+        if enabled and share == 0 and job:
+            print(f"predict: nothing left for process 0; {job} images left for the others", file=stream or sys.stderr)
 
     def update(self, images: int) -> None:
         self.done += images

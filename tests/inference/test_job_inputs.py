@@ -1,14 +1,21 @@
 """The inputs of a ``benco predict`` job: planned once, shared among processes so that every image
-is read by exactly one of them, whatever their number."""
+is read by exactly one of them, whatever their number; the job's progress bar; masks written in
+threads, in order."""
 
 from __future__ import annotations
+
+import io
+import threading
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from imdlbenco_maskclip.common.errors import UserError
+from imdlbenco_maskclip.inference.batch import in_threads
 from imdlbenco_maskclip.inference.job_inputs import Unit, plan_inputs, read_inputs, share_bounds, worker_order
+from imdlbenco_maskclip.inference.job_progress import JobProgress
 
 
 def shares(units: list[Unit], world_size: int) -> list[list[Unit]]:
@@ -84,3 +91,37 @@ def test_each_worker_reads_a_contiguous_part(count, batch_size, workers):
         read = [i for batch in batches[worker::workers] for i in batch]
         if read:
             assert read == list(range(read[0], read[0] + len(read)))
+
+
+def test_the_progress_bar_counts_the_whole_job_from_its_own_share():
+    stream = io.StringIO()
+    progress = JobProgress(share=10, job=19, processes=2, stream=stream)
+    for _ in range(5):
+        progress.update(1)
+    assert progress.bar.n == pytest.approx(9.5)  # half the share done: half the job
+    for _ in range(5):
+        progress.update(1)
+    progress.close()
+    assert "19/19" in stream.getvalue() and "2 processes" in stream.getvalue()
+
+
+def test_work_in_threads_comes_back_in_order_with_a_bounded_number_in_flight():
+    started, in_flight, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def work(item: int) -> int:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.002 * (item % 3))
+        with lock:
+            in_flight[0] -= 1
+        return item * item
+
+    def items():
+        for item in range(40):
+            started.append(item)
+            yield item
+
+    assert list(in_threads(work, items(), threads=3, ahead=5)) == [i * i for i in range(40)]
+    assert most[0] <= 3 and started == list(range(40))

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.dataset
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -78,6 +79,8 @@ def test_parts_hold_one_row_per_input_and_read_back_with_pyarrow_and_datasets(
     assert facts["source"] == predictor.source and facts["precision"] == predictor.precision == "float32"
     assert (facts["model"], facts["image_size"], facts["padding"], facts["masks"]) == ("MaskCLIP", 64, False, "png")
 
+    table = pyarrow.dataset.dataset(straight / "predictions").to_table(columns=["source", "key", "fake_probability"])
+    assert table.num_rows == 25 and table.column_names == ["source", "key", "fake_probability"]
     loaded = datasets.load_dataset(
         "parquet", data_dir=str(straight / "predictions"), split="train", cache_dir=str(tmp_path / "hf")
     )
