@@ -221,11 +221,14 @@ def end_to_end(
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"benco predict failed:\n{done.stderr[-3000:]}")
-    return float(re.search(r"([\d.]+) images/s", done.stdout)[1])
+    return float(re.search(r"([\d.,]+) images/s", done.stdout)[1].replace(",", ""))
 
 
-def measure(setting: str, paths: list[Path], work: Path, args: argparse.Namespace) -> None:
+def measure(setting: str, photos: list[Path], work: Path, args: argparse.Namespace) -> None:
+    """Every stage of ``setting`` on its share of the photos (decoding alone on all of them, so
+    that the workers' start weighs as little as in a long run)."""
     size = SIZES[setting]
+    paths = photos[: dict(zip(SIZES, args.images))[setting]]
     checkpoint = work / f"{setting}.pth"
     write_checkpoint(setting, size, checkpoint)
     folder = work / f"photos-{setting}"
@@ -235,7 +238,7 @@ def measure(setting: str, paths: list[Path], work: Path, args: argparse.Namespac
     shard = write_shard(paths, work / setting)
     model = ModelAlone(checkpoint, paths, size, args.batch)
     stages = {
-        "decoding alone": lambda: decoding_alone(paths, size, args.workers, args.batch),
+        "decoding alone": lambda: decoding_alone(photos, size, args.workers, args.batch),
         "model alone (decoded tensors)": model.rate,
         "masks alone (resize, PNG)": lambda: masks_alone(size, len(paths)),
         "benco predict, folder -> files": lambda: end_to_end(
@@ -258,19 +261,22 @@ def measure(setting: str, paths: list[Path], work: Path, args: argparse.Namespac
     checkpoint.unlink()
     bound = min(best["decoding alone"], best["model alone (decoded tensors)"])
     print(
-        f"\n{setting} setting at {size} px, {model.precision}, {len(paths)} {PHOTO_SIDE}-px JPEGs, "
+        f"\n{setting} setting at {size} px, {model.precision}, {len(paths)} {PHOTO_SIDE}-px JPEGs "
+        f"(decoding alone: {len(photos)}), "
         f"batch {args.batch}, {args.workers} workers; best of {args.rounds} rounds:"
     )
     for name, rate in best.items():
         ratio = f"  ({rate / bound:.2f} of the slower of decoding and model)" if name.startswith("benco") else ""
-        print(f"  {name:34s} {rate:8.2f} images/s{ratio}")
+        print(f"  {name:34s} {rate:9.3f} images/s{ratio}")
 
 
 def main() -> int:
     wait_passively()  # as benco predict does, before torch is imported
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--images", type=int, nargs=2, default=(256, 16), metavar=("TINY", "PAPER"))
+    parser.add_argument(
+        "--images", type=int, nargs=2, default=(256, 16), metavar=("TINY", "PAPER"), help="photos per setting"
+    )
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (decoding alone, benco predict)")
     parser.add_argument("--batch", type=int, default=8, help="images per forward")
     parser.add_argument("--rounds", type=int, default=2, help="each measure is the best of this many, in turn")
@@ -284,12 +290,11 @@ def main() -> int:
     print(f"machine: {machine()}")
     if not torch.cuda.is_available():
         print(f"on the CPU: the {args.workers} DataLoader workers and the model share the {os.cpu_count()} cores")
-    counts = dict(zip(SIZES, args.images))
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         work = Path(tmp)
-        paths = write_photos(work, max(counts[s] for s in args.settings))
+        photos = write_photos(work, max(args.images))
         for setting in args.settings:
-            measure(setting, paths[: counts[setting]], work, args)
+            measure(setting, photos, work, args)
     return 0
 
 

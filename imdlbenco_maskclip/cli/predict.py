@@ -131,6 +131,10 @@ def wait_passively() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
+def _rate(images_per_second: float) -> str:
+    return f"{images_per_second:,.1f}" if images_per_second >= 1 else f"{images_per_second:.3f}"
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -171,6 +175,6 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{type(predictor.model).__name__} at {predictor.image_size} px ({how}, {predictor.precision}): "
         f"{summary.predicted} images predicted, {summary.skipped} skipped{earlier}{processes}, "
-        f"{summary.images_per_second:.1f} images/s -> {where}"
+        f"{_rate(summary.images_per_second)} images/s -> {where}"
     )
     return 0
