@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -50,8 +51,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def start_runtime(device_name: str) -> Runtime:
-    """Start the process group when torchrun's variables are set; apply Benco's shims."""
+def start_runtime(device_name: str, timeout: timedelta | None = None) -> Runtime:
+    """Start the process group when torchrun's variables are set; apply Benco's shims.
+    ``timeout``: how long a collective call waits for the other processes (torch's default if None)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -61,7 +63,7 @@ def start_runtime(device_name: str) -> Runtime:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timeout)
         workarounds.silence_other_processes(rank == 0)
     elif dist.is_initialized():
         backend = dist.get_backend()
