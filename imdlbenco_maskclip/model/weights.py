@@ -184,10 +184,14 @@ def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return resized[0].t().to(table.dtype)
 
 
-def timm_block_key(key: str) -> str:
+def timm_block_key(key: str, reverse: bool = False) -> str:
     """A timm ViT tensor name (MAE's, and the published side network's) under the side
-    network's segment-anything names: ``mlp.fc1/fc2`` become ``mlp.lin1/lin2``."""
-    return key.replace(".mlp.fc1.", ".mlp.lin1.").replace(".mlp.fc2.", ".mlp.lin2.")
+    network's segment-anything names: ``mlp.fc1/fc2`` become ``mlp.lin1/lin2`` (``reverse``:
+    the other way)."""
+    pairs = ((".mlp.fc1.", ".mlp.lin1."), (".mlp.fc2.", ".mlp.lin2."))
+    for timm, sam in pairs:
+        key = key.replace(sam, timm) if reverse else key.replace(timm, sam)
+    return key
 
 
 def remap_mae(state: Mapping[str, torch.Tensor], side: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
