@@ -81,6 +81,7 @@ def write_results(
     notes: Sequence[str] = (),
     perturbations: Mapping[str, ProtocolResult] | None = None,
     perturb_seed: int | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written.
     ``selected_on`` is what the checkpoint was chosen on (None: not recorded); ``notes`` are
@@ -88,10 +89,15 @@ def write_results(
     ``perturbations`` (level key such as ``jpeg:50`` -> its result, from ``--perturb`` with
     ``perturb_seed``) adds the JSON's ``perturbations``, one Markdown section per level and CSV
     rows with a ``perturbation`` column (``none`` on the clean rows); without it the files are
-    as before. ``per_image.csv`` is the clean run's."""
+    as before. ``per_image.csv`` is the clean run's. ``source`` (where the checkpoint came
+    from, ``Checkpoint.source``) adds the JSON's ``checkpoint_source`` and the Markdown's
+    revision and sha256 when it says more than the path."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: output_dir / f"opensdi_results.{ext}" for ext in ("json", "md", "csv")}
+    known = {key: value for key, value in (source or {}).items() if key != "checkpoint"}
     payload = {"model": model_name, "checkpoint": checkpoint, "selected_on": selected_on, **result.as_dict()}
+    if known:
+        payload["checkpoint_source"] = known
     if compare:
         payload["paper"] = {"source": leaderboard()["source"], "name": PAPER_NAMES.get(model_name)}
     if perturbations:
@@ -99,7 +105,9 @@ def write_results(
         payload["perturbations"] = {level: r.as_dict() for level, r in perturbations.items()}
     write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
     markdown = (
-        f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`\n\n"
+        f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`"
+        + "".join(f", {key} `{value}`" for key, value in known.items() if key != "reference")
+        + "\n\n"
         f"Selected on: {selected_on or 'not recorded in the checkpoint'}\n\n"
         + "".join(f"**Warning:** {note}\n\n" for note in notes)
         + f"{result_table(result)}\n"

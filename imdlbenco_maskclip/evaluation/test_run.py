@@ -39,6 +39,10 @@ class TestRun:
     model_name: str
     recorded: TrainingState
     audit: Path | None
+    source: dict[str, Any]
+    """Where the weights came from (``Checkpoint.source``: for a hub reference its revision and sha256)."""
+    image_size: int
+    padding: bool
 
 
 def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequence[str], runtime: Runtime) -> TestRun:
@@ -46,9 +50,9 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
     level; model options: recorded < ``model_args`` < ``model_flags``."""
     levels = parse_specs(config.perturb or [])
     audit = report.find_audit(config.test_data_path, config.audit)
-    model, name, recorded = for_command(config.checkpoint, config.model, model_args, model_flags, config.image_size)
-    model.to(runtime.device)
-    options = DatasetOptions(config.image_size, config.if_padding)
+    loaded = for_command(config.checkpoint, config.model, model_args, model_flags, config.image_size, config.if_padding)
+    model = loaded.model.to(runtime.device)
+    options = DatasetOptions(loaded.image_size, loaded.padding)
     amp = autocast_dtype(config.amp, runtime.device)
 
     def score(dataset_options: DatasetOptions, curves: bool = False) -> tuple[protocol.ProtocolResult, dict]:
@@ -70,7 +74,17 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
             print(f"benco test: perturbation {number}/{len(levels)}: {level.key}", file=sys.stderr, flush=True)
         transform = PerturbImage(level, config.perturb_seed)
         perturbed[level.key], _ = score(dataclasses.replace(options, transforms=transform))
-    return TestRun(result, perturbed, examples, name, recorded, audit)
+    return TestRun(
+        result,
+        perturbed,
+        examples,
+        loaded.name,
+        loaded.recorded,
+        audit,
+        loaded.source,
+        loaded.image_size,
+        loaded.padding,
+    )
 
 
 def write_outputs(
@@ -89,12 +103,23 @@ def write_outputs(
     perturbed: Mapping[str, protocol.ProtocolResult] | None = None,
     perturb_seed: int | None = None,
     audit: Path | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """The end of a test run: ``opensdi_results.{json,md,csv}``, ``per_image.csv`` and the
     report, whose facts are ``facts`` (model, checkpoint, data...) plus the counts, device, date
-    and versions; returns the paths written."""
+    and versions; returns the paths written. ``source`` (``Checkpoint.source``) records a hub
+    checkpoint's revision and sha256 in the JSON and Markdown."""
     written = tables.write_results(
-        result, output_dir, model_name, checkpoint, compare_paper, selected_on, notes, perturbed or None, perturb_seed
+        result,
+        output_dir,
+        model_name,
+        checkpoint,
+        compare_paper,
+        selected_on,
+        notes,
+        perturbed or None,
+        perturb_seed,
+        source=source,
     )
     all_facts = {**facts, **report.run_facts(result, device, amp)}
     written.append(report.write_report(output_dir, result.records, examples, all_facts, audit, notes))
