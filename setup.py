@@ -42,6 +42,8 @@ setup(
         "datasets>=3.0",
         "pyarrow>=24,<26",
         "pyyaml>=6",
+        "huggingface_hub>=1.31,<3",  # hf:// checkpoints (parse_hf_uri); the range datasets 5 takes
+        "safetensors>=0.4",
         "tqdm",
         "requests",
         "pillow",
@@ -54,7 +56,8 @@ setup(
         "test": ["pytest>=7", "gradio>=6,<7", "playwright", "ruff==0.17.6", "import-linter==2.17", "grimp>=3.5"],
     },
     entry_points={
-        "console_scripts": ["benco = imdlbenco_maskclip.cli:main"],
+        # IMDLBenCo installs a `benco` too; `benco-opensdi` is ours alone (README: Installing beside IMDLBenCo)
+        "console_scripts": ["benco = imdlbenco_maskclip.cli:main", "benco-opensdi = imdlbenco_maskclip.cli:main"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

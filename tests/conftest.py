@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ("tests.support.released_fixtures",)
+
 OPENSDI_SAMPLE = dict(n_per_class=5, image_size=64, rows_per_shard=12, rows_per_group=5)
 """Per generator 20 rows in two shards of row groups of 5; odd modes and sizes included."""
 

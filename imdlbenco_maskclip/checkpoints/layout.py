@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ import torch
 
 from imdlbenco_maskclip.common.atomic import atomic_path
 from imdlbenco_maskclip.common.errors import UserError
+
+DEFAULT_IMAGE_SIZE = 512
+"""The side a model is tested at when neither the command nor the checkpoint's run says."""
 
 
 @dataclass
@@ -48,6 +52,25 @@ class TrainingState:
     def named_model(self) -> str | None:
         """The model the file names: ours as ``model_name``, Benco's as ``args.model``."""
         return self.model_name or self.run_args.get("model")
+
+    @property
+    def image_size(self) -> int | None:
+        """The side the run fed its images at (``args.image_size``), None when not recorded."""
+        try:
+            size = int(self.run_args.get("image_size"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        return size if size > 0 else None
+
+    @property
+    def padding(self) -> bool | None:
+        """Whether the run zero-padded its images (Benco's ``args.if_padding``) rather than
+        resizing them (``args.if_resizing``); None when the file says neither."""
+        if self.run_args.get("if_padding"):
+            return True
+        if self.run_args.get("if_resizing") or "if_padding" in self.run_args:
+            return False
+        return None
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
@@ -81,7 +104,8 @@ def write(state: TrainingState, path: Path) -> None:
 
 def read(path: str | Path) -> TrainingState:
     """Read a checkpoint of this package or Benco's, or a bare state dict; the weights lose
-    DDP's ``module.`` prefix."""
+    DDP's ``module.`` prefix. The file is memory-mapped (files torch writes since 1.6): its
+    tensors are read from disk when first used."""
     payload = _load(Path(path).expanduser())
     args = payload.get("args")
     epoch = payload.get("epoch")
@@ -110,7 +134,9 @@ def _load(path: Path) -> dict[str, Any]:
         raise UserError(f"--checkpoint: no file {path}")
     allow_namespace_checkpoints()
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        # Memory-mapped: a tensor is read from the file only when it is used (a published file's
+        # optimizer never is), and weights assigned into a model are not copied.
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:  # torch raises several types for corrupt or foreign files
         raise UserError(f"--checkpoint: cannot read {path} as a PyTorch checkpoint: {error}") from None
     if not isinstance(payload, dict):
@@ -129,16 +155,18 @@ def _without_ddp_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return state
 
 
+def plain(value: Any) -> Any:
+    """A JSON-like value: numbers, strings, booleans, None, and lists and dicts of them; any
+    other value (a path) becomes its text."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return str(value)
+
+
 def _plain_namespace(values: dict[str, Any]) -> argparse.Namespace:
     """``values`` as a Namespace of JSON-like values (paths become strings)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            return value
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
-        return str(value)
-
     return argparse.Namespace(**{k: plain(v) for k, v in values.items()})

@@ -1,66 +1,123 @@
-"""``load_model``: the one way to get a trained model from a checkpoint file.
+"""``load_model``: the one way to get a trained model from a checkpoint.
 
-Three layouts are recognized:
+A checkpoint is a local path or a hub reference (``hub``: ``hf://OWNER/REPO/FILE``, or a weight
+folder ``hf://OWNER/REPO[/FOLDER/]``). Four layouts are recognized:
 
 * this package's checkpoints (``benco train``): Benco's dict plus ``model_name`` and
   ``model_args``; the frozen CLIP is left out when it came from a pretrained source and is
   then rebuilt from that source (an open_clip tag or file), nothing else is fetched;
-* Benco ``save_model`` checkpoints of any registered model (``args.model`` names it, or the
-  caller does), built from the given options and loaded strictly;
+* Benco ``save_model`` checkpoints of any registered model: ``args.model`` names it (or the
+  caller does) and it is built from the ``args`` entries that match its parameters, as Benco's
+  ``test.py`` builds it;
 * checkpoints of the published OpenSDI ``train.py``: Benco's layout holding the whole
-  ``MaskCLIP('ViTL')`` state dict, frozen CLIP included, mapped onto the ``paper`` setting
-  (``model.published``). Nothing is downloaded.
+  ``MaskCLIP('ViTL')`` state dict, frozen CLIP included, mapped onto the setting it fits
+  (``paper`` for the released files; ``model.published``);
+* weight folders (``folder``, written by ``benco weights export``).
 
-Pretrained sources that a checkpoint overwrites anyway (MAE/SAM side weights, a CLIP the
-file carries) are never loaded. Weights that do not fit are a ``WeightsMismatch`` naming the
-missing and unexpected keys and the shapes that differ.
+MaskCLIP is built on the meta device and receives the file's tensors themselves
+(``load_state_dict(assign=True)``); the file is memory-mapped (``layout.read``), so the
+weights are held once, as the file's pages, and an optimizer the file also holds is never
+read. The buffers a state dict does not hold are then computed (``MaskCLIP.rebuild_buffers``).
+Other models are built as their class builds them, with the options naming a pretrained file
+to load at construction cleared (IML_ViT's ``vit_pretrain_path``, ...: the weights replace what
+they would load), and the weights copied in. Weights that do not fit are a ``WeightsMismatch``
+naming the missing and unexpected keys and the shapes that differ.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from imdlbenco_maskclip.checkpoints import layout
+from imdlbenco_maskclip.checkpoints import folder, hub, layout
 from imdlbenco_maskclip.common.errors import UserError, WeightsMismatch
 from imdlbenco_maskclip.host import models
 
 PACKAGE = "imdlbenco_maskclip"
 BENCO = "benco"
 PUBLISHED = "published"
+FOLDER = "folder"
+LAYOUTS = {
+    PACKAGE: "this package's checkpoint (benco train)",
+    BENCO: "Benco save_model checkpoint",
+    PUBLISHED: "published OpenSDI checkpoint (MaskCLIP train.py)",
+    FOLDER: "weight folder (benco weights export)",
+}
+PUBLISHED_SELECTION = (
+    "test: nebula/OpenSDI_test sd15 (the published train.py keeps the epoch that scores best on its test data)"
+)
+"""What a published file was selected on; its file does not say, the published code does."""
 SHOWN = 12
 """Keys listed per kind in a ``WeightsMismatch`` message."""
 
 
 @dataclass
 class Checkpoint:
-    """A checkpoint file read but not yet built: its layout, the model it names (None when
-    it does not say), the options it records, and everything it holds (``saved``: the
-    weights without DDP prefix, ``selected_on``, the run's ``args``, ...)."""
+    """A checkpoint read but not yet built: its layout, the model it names (None when it does
+    not say), the options to build it with, and everything it holds (``saved``: the weights
+    without DDP prefix, ``selected_on``, the run's ``args``, ...). ``path`` is the checkpoint as
+    given (a path or a hub reference); ``located`` says where it lies here."""
 
     path: str
     layout: str
     model_name: str | None
     model_options: dict[str, Any]
     saved: layout.TrainingState = field(repr=False)
+    located: hub.Located | None = None
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """Where the weights came from, as results and predictions record it
+        (``hub.Located.record``)."""
+        return self.located.record() if self.located else {"checkpoint": self.path}
 
 
 def read_checkpoint(checkpoint: str | Path) -> Checkpoint:
-    """Read a checkpoint file and tell its layout (see the module docstring)."""
-    from imdlbenco_maskclip.model.published import is_published
+    """Find (a hub reference: download) and read a checkpoint, and tell its layout (see the
+    module docstring). Raises ``FileNotFoundError`` when there is none at a local path."""
+    from imdlbenco_maskclip.model.published import is_published, published_setting
 
-    path = Path(checkpoint).expanduser()
+    located = hub.locate(checkpoint)
+    given, path = located.given, located.path
+    if path.is_dir():
+        saved = folder.read(path)
+        return Checkpoint(given, FOLDER, saved.model_name, dict(saved.model_args), saved, located)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {path}")
     saved = layout.read(path)
     if is_published(saved.weights):
-        return Checkpoint(str(path), PUBLISHED, "MaskCLIP", {"setting": "paper"}, saved)
-    kind = PACKAGE if saved.model_name is not None else BENCO
-    return Checkpoint(str(path), kind, saved.named_model, dict(saved.model_args), saved)
+        if saved.selected_on is None:
+            saved.selected_on, saved.selection_data = (
+                PUBLISHED_SELECTION,
+                {"data_path": "nebula/OpenSDI_test", "rows": ["sd15"]},
+            )
+        return Checkpoint(given, PUBLISHED, "MaskCLIP", {"setting": published_setting(saved.weights)}, saved, located)
+    if saved.model_name is not None:
+        return Checkpoint(given, PACKAGE, saved.model_name, dict(saved.model_args), saved, located)
+    return Checkpoint(given, BENCO, saved.named_model, _options_from_run(saved), saved, located)
+
+
+def _options_from_run(saved: layout.TrainingState) -> dict[str, Any]:
+    """A Benco run's ``args`` as options of the registered model it names, as Benco's
+    ``test.py`` combines them: the entries that match the model's parameters (not ``device``,
+    which is where this process runs) and a size option taking the run's ``image_size``. Empty
+    when the model is not registered."""
+    from IMDLBenCo.registry import MODELS
+
+    name = saved.named_model
+    if not name or not MODELS.has(name):
+        return {}
+    params = models.init_parameters(models.model_class(name))
+    options = {key: value for key, value in saved.run_args.items() if key in params and key != "device"}
+    for key in models.SIZE_OPTIONS:
+        if key in params and key not in options and saved.image_size:
+            options[key] = saved.image_size
+    return options
 
 
 def model_name_for(checkpoint: Checkpoint, requested: str | None) -> str:
@@ -76,29 +133,49 @@ def model_name_for(checkpoint: Checkpoint, requested: str | None) -> str:
     return name
 
 
-def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model`` strictly; a ``WeightsMismatch`` naming ``source`` lists the
-    missing and unexpected keys and the shapes that differ."""
-    expected = model.state_dict()
+def mismatches(expected: Mapping[str, Sequence[int]], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """How ``state`` differs from a network's tensor shapes (``expected``): one entry per kind
+    (missing keys, unexpected keys, shape mismatches), each with its first ``SHOWN`` keys."""
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     shapes = [
-        f"{key} {tuple(state[key].shape)} (the model's: {tuple(value.shape)})"
-        for key, value in expected.items()
-        if key in state and tuple(state[key].shape) != tuple(value.shape)
+        f"{key} {tuple(state[key].shape)} (the model's: {tuple(shape)})"
+        for key, shape in expected.items()
+        if key in state and tuple(state[key].shape) != tuple(shape)
     ]
-    if missing or unexpected or shapes:
-        parts = [
-            f"{len(found)} {kind}: {', '.join(found[:SHOWN])}{', ...' if len(found) > SHOWN else ''}"
-            for kind, found in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", shapes),
-            )
-            if found
-        ]
-        raise WeightsMismatch(f"{source}: the weights do not fit {type(model).__name__}: {'; '.join(parts)}")
-    model.load_state_dict(state, strict=True)
+    return [
+        f"{len(found)} {kind}: {', '.join(found[:SHOWN])}{', ...' if len(found) > SHOWN else ''}"
+        for kind, found in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if found
+    ]
+
+
+def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model`` strictly; a ``WeightsMismatch`` naming ``source`` lists the
+    missing and unexpected keys and the shapes that differ.
+
+    A model built on the meta device receives the tensors themselves (cast only where the
+    dtype differs), then computes the buffers its state dict does not hold
+    (``rebuild_buffers``); any other model gets the values copied into its own tensors.
+    """
+    expected = model.state_dict()
+    problems = mismatches({key: value.shape for key, value in expected.items()}, state)
+    if problems:
+        raise WeightsMismatch(f"{source}: the weights do not fit {type(model).__name__}: {'; '.join(problems)}")
+    if not any(value.is_meta for value in expected.values()):
+        model.load_state_dict(state, strict=True)
+        return
+    typed = {
+        key: value if value.dtype == expected[key].dtype else value.to(expected[key].dtype)
+        for key, value in state.items()
+    }
+    model.load_state_dict(typed, strict=True, assign=True)
+    rebuild = getattr(model, "rebuild_buffers", None)
+    if rebuild is not None:
+        rebuild()
+    left = [name for name, value in itertools.chain(model.named_parameters(), model.named_buffers()) if value.is_meta]
+    if left:
+        raise RuntimeError(f"{type(model).__name__}: {', '.join(left[:SHOWN])} left on the meta device after loading")
 
 
 def _is_maskclip(name: str) -> bool:
@@ -109,23 +186,48 @@ def _is_maskclip(name: str) -> bool:
     return MODELS.has(name) and MODELS.get(name) is build_maskclip
 
 
-def _network_for(
+def expected_shapes(
     checkpoint: Checkpoint, name: str, options: dict[str, Any]
-) -> tuple[torch.nn.Module, Mapping[str, torch.Tensor]]:
-    """The untrained network a checkpoint's weights go into, and those weights under its names."""
+) -> tuple[dict[str, tuple[int, ...]], Mapping[str, torch.Tensor]]:
+    """The tensor shapes the network of ``name`` with ``options`` takes from a checkpoint, and
+    the checkpoint's weights under that network's names, without building a MaskCLIP (its
+    shapes come from the meta device): what ``WeightsMismatch`` would list, asked beforehand."""
     state = checkpoint.saved.weights
     if not _is_maskclip(name):
-        return models.model_class(name)(**options), state
+        model = models.build_model(name, models.without_pretrained_files(name, options))
+        return {key: tuple(value.shape) for key, value in model.state_dict().items()}, state
+    from imdlbenco_maskclip.model.build import DEFAULT, resolve_source
+    from imdlbenco_maskclip.model.maskclip import NO_SOURCE
+    from imdlbenco_maskclip.model.published import from_published, network_shapes
+    from imdlbenco_maskclip.model.settings import get_setting
+
+    setting = str(options.get("setting", "paper"))
+    settings = get_setting(setting)
+    if checkpoint.layout == PUBLISHED:
+        state = from_published(state, settings)
+    shapes = network_shapes(setting)
+    rebuilt = resolve_source(options.get("clip_pretrained", DEFAULT), settings.clip.pretrained) != NO_SOURCE
+    if rebuilt and not any(key.startswith("clip.") for key in state):
+        shapes = {key: shape for key, shape in shapes.items() if not key.startswith("clip.")}
+    return shapes, state
+
+
+def network_and_weights(
+    checkpoint: Checkpoint, name: str, options: dict[str, Any]
+) -> tuple[torch.nn.Module, Mapping[str, torch.Tensor]]:
+    """The untrained network a checkpoint's weights go into and those weights under its names:
+    MaskCLIP on the meta device (a CLIP the weights leave out rebuilt from its source); another
+    model as its class builds it, with the options naming a pretrained file to load at
+    construction cleared, since the weights replace what they would load."""
+    state = checkpoint.saved.weights
+    if not _is_maskclip(name):
+        return models.model_class(name)(**models.without_pretrained_files(name, options)), state
     from imdlbenco_maskclip.model.build import network_for_weights
     from imdlbenco_maskclip.model.published import from_published
     from imdlbenco_maskclip.model.settings import get_setting
 
     if checkpoint.layout == PUBLISHED:
-        if options["setting"] != "paper":
-            raise WeightsMismatch(
-                f"{checkpoint.path} holds the published OpenSDI MaskCLIP, the paper setting, not {options['setting']}"
-            )
-        state = from_published(state, get_setting("paper"))
+        state = from_published(state, get_setting(options.get("setting", "paper")))
     return network_for_weights(options, carries_clip=any(key.startswith("clip.") for key in state)), state
 
 
@@ -139,7 +241,7 @@ def build_from_checkpoint(
     """
     name = model_name_for(checkpoint, model_name)
     options = {**checkpoint.model_options, **model_options}
-    model, state = _network_for(checkpoint, name, options)
+    model, state = network_and_weights(checkpoint, name, options)
     load_weights(model, state, checkpoint.path)
     return model.eval()
 
@@ -152,14 +254,30 @@ def load_model(
 ) -> torch.nn.Module:
     """The model a checkpoint holds, with its weights, on ``device``, in eval mode.
 
-    Takes this package's checkpoints, Benco ``save_model`` checkpoints of any registered model
-    (``model_name`` names it when the file does not) and checkpoints of the published OpenSDI
-    ``train.py``. ``model_options`` (the model's own parameters) override the recorded ones.
-    Raises ``FileNotFoundError`` for a missing file and ``WeightsMismatch`` (a ``ValueError``)
-    for weights that do not fit, naming the missing and unexpected keys.
+    ``checkpoint`` is a file or weight folder, local or on the hub (``hf://OWNER/REPO/FILE``,
+    ``hf://OWNER/REPO[/FOLDER/]``). Takes this package's checkpoints, Benco ``save_model``
+    checkpoints of any registered model (``model_name`` names it when the file does not),
+    checkpoints of the published OpenSDI ``train.py`` and weight folders. ``model_options``
+    (the model's own parameters) override the recorded ones. Raises ``FileNotFoundError`` for
+    a missing file, ``UserError`` for a hub reference that cannot be had and
+    ``WeightsMismatch`` (a ``ValueError``) for weights that do not fit, naming the missing and
+    unexpected keys.
     """
     model = build_from_checkpoint(read_checkpoint(checkpoint), model_name, **model_options)
     return model.to(torch.device(device))
+
+
+class Loaded(NamedTuple):
+    """What ``for_command`` gives a command: the model, its registered name, what the file
+    records, where it came from (``Checkpoint.source``), and the image size and padding to
+    feed it at."""
+
+    model: torch.nn.Module
+    name: str
+    recorded: layout.TrainingState
+    source: dict[str, Any]
+    image_size: int
+    padding: bool
 
 
 def for_command(
@@ -168,19 +286,23 @@ def for_command(
     configured: dict[str, Any],
     extra_flags: Sequence[str],
     image_size: int | None,
-) -> tuple[torch.nn.Module, str, layout.TrainingState]:
-    """The model a checkpoint holds for a command (options: recorded < config < flags), its
-    name and what else the file records (``selected_on``, ``args``, ...), read once; errors
-    name ``--checkpoint`` or the option at fault."""
+    padding: bool | None = None,
+) -> Loaded:
+    """The model a checkpoint holds for a command (options: recorded < config < flags) and the
+    image size and padding to test it at (given < the checkpoint's run < 512, resizing), read
+    once; errors name ``--checkpoint`` or the option at fault."""
     try:
         stored = read_checkpoint(checkpoint)
     except FileNotFoundError as error:
         raise UserError(f"--checkpoint: {error}") from None
     name = model_name_for(stored, model_name)
-    model_args = models.parse_model_args(name, {**stored.model_options, **configured}, extra_flags, image_size)
+    size = image_size or stored.saved.image_size or layout.DEFAULT_IMAGE_SIZE
+    pad = bool(stored.saved.padding) if padding is None else padding
+    model_args = models.parse_model_args(name, {**stored.model_options, **configured}, extra_flags, size)
     try:
-        return build_from_checkpoint(stored, name, **model_args), name, stored.saved
+        model = build_from_checkpoint(stored, name, **model_args)
     except UserError:
         raise
     except (OSError, RuntimeError, ValueError, TypeError, AssertionError) as error:
         raise models.as_user_error(error, f"--checkpoint {checkpoint}") from None
+    return Loaded(model, name, stored.saved, stored.source, size, pad)

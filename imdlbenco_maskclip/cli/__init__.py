@@ -1,5 +1,6 @@
-"""The ``benco`` command: ``benco.py`` is the entry, one module per command of ours (``train``,
-``test``, ``compare``, ``predict``, ``serve``, ``demo``, ``opensdi``), each with
+"""The ``benco`` command (and ``benco-opensdi``, the same commands under a name no other package
+installs): ``benco.py`` is the entry, one module per command of ours (``train``, ``test``,
+``compare``, ``predict``, ``serve``, ``demo``, ``opensdi``, ``weights``), each with
 ``configure(parser)`` and ``run(args) -> int``; ``options.py`` holds the run-config machinery
 (defaults < YAML < flags) and the options several commands share.
 

@@ -1,5 +1,5 @@
-"""The ``benco`` command: IMDLBenCo's own CLI plus ``opensdi``, ``train``, ``test``, ``compare``, ``predict``,
-``serve``, ``demo``.
+"""The ``benco`` command (also installed as ``benco-opensdi``): IMDLBenCo's own CLI plus ``opensdi``,
+``train``, ``test``, ``compare``, ``predict``, ``serve``, ``demo``, ``weights``.
 
 ``init``, ``env`` and ``-v`` go to IMDLBenCo's CLI unchanged, so installing this package after
 imdlbenco leaves ``benco init`` working exactly as before. Each command of ours lives in
@@ -26,6 +26,7 @@ COMMANDS = {
     "serve": "a local web page: drop an image, see the checkpoint's mask and fake probability",
     "demo": "train the tiny MaskCLIP on the embedded synthetic sample on CPU, then test it",
     "opensdi": "inspect OpenSDI parquet shards, audit their metadata, or export them to Benco's Tp/Gt folders or JSON list",
+    "weights": "what a checkpoint holds and whether it loads (info); a weight folder to share on the hub (export)",
 }
 BENCO_COMMANDS = {
     "init": "IMDLBenCo: initialize the scripts and configs in a directory",
@@ -73,7 +74,7 @@ def _show_our_logs() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``benco`` and ``python -m imdlbenco_maskclip``; returns the exit status."""
+    """Entry point of ``benco``, ``benco-opensdi`` and ``python -m imdlbenco_maskclip``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
     if first not in COMMANDS and argv and argv not in (["-h"], ["--help"]):

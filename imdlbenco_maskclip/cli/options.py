@@ -201,7 +201,12 @@ DEVICE = Option("device", str, "auto", "auto, cpu, cuda or cuda:N")
 NUM_WORKERS = Option("num_workers", int, 4, "DataLoader worker processes", metavar="N")
 OUTPUT_DIR = Option("output_dir", str, "./output_dir", "where results are written", metavar="DIR")
 CHECKPOINT = Option(
-    "checkpoint", str, None, "checkpoint written by benco train or by Benco's save_model", metavar="CKPT"
+    "checkpoint",
+    str,
+    None,
+    "checkpoint of benco train, Benco's save_model or the published OpenSDI code, or a weight folder "
+    "(benco weights export); a local path or hf://OWNER/REPO[@REV]/FILE, hf://OWNER/REPO[/FOLDER/]",
+    metavar="CKPT",
 )
 CHECKPOINT_MODEL = Option("model", str, None, "model name; default: the one the checkpoint records", metavar="NAME")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 from imdlbenco_maskclip.cli import options
 from imdlbenco_maskclip.cli.options import Option, parse_count, parse_seed, parse_size
@@ -26,8 +28,16 @@ OPTIONS = [
         f"OpenSDI generators to test: {options.GENERATORS_HELP} (default: all present)",
         many=True,
     ),
-    options.IMAGE_SIZE,
-    options.PADDING,
+    replace(
+        options.IMAGE_SIZE,
+        default=None,
+        help="side the images are resized (or padded) to; unset: the checkpoint's run's (args.image_size), else 512",
+    ),
+    replace(
+        options.PADDING,
+        default=None,
+        help="zero-pad to --image_size instead of resizing; unset: as the checkpoint's run did (args.if_padding)",
+    ),
     Option("test_batch_size", parse_size, 16, "images per step", metavar="N"),
     Option("amp", str, "off", "autocast on CUDA for speed: bf16, fp16 or off", choices=("bf16", "fp16", "off")),
     Option("compare_paper", None, False, "print the paper's rows beside ours (and draw them in the report)", flag=True),
@@ -65,7 +75,13 @@ OPTIONS = [
     Option("bootstrap_seed", parse_seed, 0, "seed of the bootstrap resamples", metavar="N"),
     options.DEVICE,
     options.NUM_WORKERS,
-    Option("output_dir", str, None, "where the tables go (default: the checkpoint's folder)", metavar="DIR"),
+    Option(
+        "output_dir",
+        str,
+        None,
+        "where the tables go (default: the checkpoint's folder; for a hub checkpoint ./opensdi_results/<its name>)",
+        metavar="DIR",
+    ),
 ]
 
 
@@ -73,9 +89,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.configure(parser, OPTIONS)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def default_output_dir(checkpoint: str) -> Path:
+    """Where results go without ``--output_dir``: beside a local checkpoint; for a hub
+    reference ``./opensdi_results/<file stem or folder name>``, never the hub cache."""
+    from imdlbenco_maskclip.checkpoints.hub import is_reference, short_name
 
+    if is_reference(checkpoint):
+        return Path("opensdi_results") / short_name(checkpoint)
+    return Path(checkpoint).expanduser().parent
+
+
+def run(args: argparse.Namespace) -> int:
     from imdlbenco_maskclip.evaluation.config import TestConfig
 
     resolved = options.resolve(OPTIONS, args, args.config)
@@ -92,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     if not runtime.is_main:
         return 0
     result, name, recorded = run_.result, run_.model_name, run_.recorded
-    output_dir = Path(config.output_dir or Path(config.checkpoint).expanduser().parent)
+    output_dir = Path(config.output_dir or default_output_dir(config.checkpoint))
     selected_on = recorded.selected_on
     notes = test_run.selection_warnings(recorded.selection_data, config.test_data_path, [r.split for r in result.rows])
     for note in notes:
@@ -111,9 +135,10 @@ def run(args: argparse.Namespace) -> int:
         )
         or "-",
         "checkpoint": config.checkpoint,
+        **{f"checkpoint {key}": value for key, value in run_.source.items() if key in ("revision", "sha256")},
         "selected on": selected_on or "not recorded in the checkpoint",
         "test data": " ".join(config.test_data_path),
-        "image size": config.image_size,
+        "image size": f"{run_.image_size} ({'padded' if run_.padding else 'resized'})",
     }
     written = test_run.write_outputs(
         result,
@@ -131,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         perturb_seed=config.perturb_seed,
         audit=run_.audit,
         intervals=run_.intervals,
+        source=run_.source,
     )
     print("\nWrote " + ", ".join(str(p) for p in written))
     return 0

@@ -4,7 +4,8 @@
 (``bootstrap``), perturbation levels (``perturbations``), a ``benco test`` run and its typed
 settings (``test_run``, ``config``), the results tables (``tables``) and ``per_image.csv``
 (``per_image``), the paper's leaderboard (``leaderboard``), the HTML report (``report``), the
-picture of the shortcut audit (``audit_figure``) and ``benco compare`` (``comparison``).
+picture of the shortcut audit (``audit_figure``), ``benco compare`` (``comparison``) and the
+model card of an exported weight folder, which shows a ``benco test`` result (``model_card``).
 
 May import ``inference`` and everything below it.
 """

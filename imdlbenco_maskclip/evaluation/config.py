@@ -21,8 +21,8 @@ class TestConfig:
     model: str | None
     test_data_path: list[str]
     generators: list[str] | None
-    image_size: int
-    if_padding: bool
+    image_size: int | None
+    if_padding: bool | None
     test_batch_size: int
     amp: str
     compare_paper: bool

@@ -133,6 +133,7 @@ def write_results(
     perturbations: Mapping[str, ProtocolResult] | None = None,
     perturb_seed: int | None = None,
     bootstrap: Settings | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written.
     ``selected_on`` is what the checkpoint was chosen on (None: not recorded); ``notes`` are
@@ -141,10 +142,15 @@ def write_results(
     ``perturb_seed``) adds the JSON's ``perturbations``, one Markdown section per level and CSV
     rows with a ``perturbation`` column (``none`` on the clean rows); without it the files are
     as before. ``bootstrap``: how the clean rows' intervals (``ci95``) were drawn, recorded in
-    the JSON. ``per_image.csv`` is the clean run's."""
+    the JSON. ``per_image.csv`` is the clean run's. ``source`` (where the checkpoint came from,
+    ``Checkpoint.source``) adds the JSON's ``checkpoint_source`` and the Markdown's revision and
+    sha256 when it says more than the path."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: output_dir / f"opensdi_results.{ext}" for ext in ("json", "md", "csv")}
+    known = {key: value for key, value in (source or {}).items() if key != "checkpoint"}
     payload = {"model": model_name, "checkpoint": checkpoint, "selected_on": selected_on, **result.as_dict()}
+    if known:
+        payload["checkpoint_source"] = known
     intervals = bootstrap is not None and bootstrap.resamples > 0
     if intervals:
         payload["bootstrap"] = bootstrap.as_dict()
@@ -160,7 +166,9 @@ def write_results(
     write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
     explained = [text for text in (interval_note(bootstrap) if intervals else None, empty_mask_note(result)) if text]
     markdown = (
-        f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`\n\n"
+        f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`"
+        + "".join(f", {key} `{value}`" for key, value in known.items() if key != "reference")
+        + "\n\n"
         f"Selected on: {selected_on or 'not recorded in the checkpoint'}\n\n"
         + "".join(f"**Warning:** {note}\n\n" for note in notes)
         + f"{result_table(result, intervals)}\n"

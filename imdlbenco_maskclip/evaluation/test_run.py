@@ -51,6 +51,10 @@ class TestRun:
     recorded: TrainingState
     audit: Path | None
     intervals: bootstrap.Settings
+    source: dict[str, Any]
+    """Where the weights came from (``Checkpoint.source``: for a hub reference its revision and sha256)."""
+    image_size: int
+    padding: bool
 
 
 def recorded_result(
@@ -67,9 +71,9 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
     level; model options: recorded < ``model_args`` < ``model_flags``."""
     levels = parse_specs(config.perturb or [])
     audit = report.find_audit(config.test_data_path, config.audit)
-    model, name, recorded = for_command(config.checkpoint, config.model, model_args, model_flags, config.image_size)
-    model.to(runtime.device)
-    options = DatasetOptions(config.image_size, config.if_padding)
+    loaded = for_command(config.checkpoint, config.model, model_args, model_flags, config.image_size, config.if_padding)
+    model = loaded.model.to(runtime.device)
+    options = DatasetOptions(loaded.image_size, loaded.padding)
     amp = autocast_dtype(config.amp, runtime.device)
 
     def score(dataset_options: DatasetOptions, curves: bool = False) -> tuple[protocol.ProtocolResult, dict]:
@@ -80,6 +84,7 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
         return scored, datasets
 
     result, datasets = score(options, curves=True)
+    recorded = loaded.recorded
     if recorded.val_threshold is not None:
         if recorded.val_threshold not in protocol.THRESHOLDS:
             raise UserError(
@@ -101,7 +106,18 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
             print(f"benco test: perturbation {number}/{len(levels)}: {level.key}", file=sys.stderr, flush=True)
         transform = PerturbImage(level, config.perturb_seed)
         perturbed[level.key], _ = score(dataclasses.replace(options, transforms=transform))
-    return TestRun(result, perturbed, examples, name, recorded, audit, settings)
+    return TestRun(
+        result,
+        perturbed,
+        examples,
+        loaded.name,
+        recorded,
+        audit,
+        settings,
+        loaded.source,
+        loaded.image_size,
+        loaded.padding,
+    )
 
 
 def write_outputs(
@@ -121,10 +137,13 @@ def write_outputs(
     perturb_seed: int | None = None,
     audit: Path | None = None,
     intervals: bootstrap.Settings | None = None,
+    source: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """The end of a test run: ``opensdi_results.{json,md,csv}``, ``per_image.csv`` and the
     report, whose facts are ``facts`` (model, checkpoint, data...) plus the counts, device, date
-    and versions; ``intervals``: how ``result``'s intervals were drawn. Returns the paths written."""
+    and versions; ``intervals``: how ``result``'s intervals were drawn; ``source``
+    (``Checkpoint.source``) records a hub checkpoint's revision and sha256 in the JSON and
+    Markdown. Returns the paths written."""
     written = tables.write_results(
         result,
         output_dir,
@@ -136,6 +155,7 @@ def write_outputs(
         perturbed or None,
         perturb_seed,
         intervals,
+        source=source,
     )
     all_facts = {**facts, **report.run_facts(result, device, amp)}
     written.append(report.write_report(output_dir, result.records, examples, all_facts, audit, notes))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,9 @@ from imdlbenco_maskclip.common.errors import UserError
 
 # Model options that must equal the run's image size (Benco's models name it either way).
 SIZE_OPTIONS = ("input_size", "img_size")
+# Options naming a pretrained file (or asking for a download) that a model loads at construction:
+# IML_ViT's vit_pretrain_path, PSCC_Net's pretrain_path, MVSSNet's pretrained_base, Trufor's ...
+PRETRAINED_FILE_OPTION = re.compile(r"pretrain|weights?_path|_weights$|resume_ckpt")
 
 
 def model_class(name: str) -> Any:
@@ -72,6 +76,22 @@ def parse_model_args(
         if key in params and image_size:
             values.setdefault(key, image_size)
     return values
+
+
+def without_pretrained_files(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with every option of ``name`` that names a pretrained file to load at
+    construction (``PRETRAINED_FILE_OPTION``) set to "no file": False for a switch, else None
+    (or the model's own spelling of it, ``workarounds.no_pretrained_file``). For building a
+    model whose weights a checkpoint replaces, so nothing is read or fetched only to be
+    overwritten."""
+    from imdlbenco_maskclip.host.workarounds import no_pretrained_file
+
+    params = init_parameters(model_class(name))
+    cleared = dict(options)
+    for key, param in params.items():
+        if PRETRAINED_FILE_OPTION.search(key):
+            cleared[key] = False if isinstance(param.default, bool) else no_pretrained_file(name, key)
+    return cleared
 
 
 def as_user_error(error: Exception, context: str) -> UserError:

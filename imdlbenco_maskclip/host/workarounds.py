@@ -119,6 +119,13 @@ def allow_namespace_checkpoints() -> None:
     torch.serialization.add_safe_globals([argparse.Namespace])
 
 
+def no_pretrained_file(model_name: str, option: str) -> str | None:
+    """Fault: ``PSCC_Net``'s ``pretrain_path`` defaults to None, which its HRNet passes to
+    ``os.path.isfile`` (a TypeError); only an empty string means "no file". Every other
+    model's pretrained-file option takes None for that."""
+    return "" if (model_name, option) == ("PSCC_Net", "pretrain_path") else None
+
+
 def _parse_bool(text: str) -> bool:
     lowered = str(text).strip().lower()
     if lowered in {"1", "true", "yes", "y", "on"}:

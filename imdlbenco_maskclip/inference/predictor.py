@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from imdlbenco_maskclip.checkpoints.layout import DEFAULT_IMAGE_SIZE
 from imdlbenco_maskclip.common import pictures
 from imdlbenco_maskclip.common.precision import INFERENCE, autocast_dtype, precision_name
 from imdlbenco_maskclip.inference.forward import forward, image_batch
 from imdlbenco_maskclip.inference.photos import PhotoLike, UnreadableImage, as_photo
 
-DEFAULT_IMAGE_SIZE = 512
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -172,8 +172,9 @@ class Predictor:
         self.autocast = autocast_dtype(amp, self.device, INFERENCE)
         self.max_pixels = max_pixels
         self.source = dict(source or {})
-        """Where the weights came from (``checkpoint``: the path or reference given, and what
-        else is known of it), recorded beside predictions."""
+        """Where the weights came from, recorded beside predictions: ``checkpoint`` (the path or
+        reference given) and, for a hub checkpoint, ``reference``, ``revision`` (the commit) and
+        ``sha256``."""
         self.threshold = float(threshold)
         """The probability above which a pixel counts as edited (overlays, manipulated fraction)."""
 
@@ -196,8 +197,9 @@ class Predictor:
         threshold: float | None = None,
         **model_options: Any,
     ) -> Predictor:
-        """The model in any checkpoint ``load_model`` reads. ``image_size`` and ``padding`` default
-        to the training run's (recorded in this package's checkpoints), else 512 and resizing;
+        """The model in any checkpoint ``load_model`` reads (a path or ``hf://`` reference).
+        ``image_size`` and ``padding`` default to the training run's (its ``args.image_size``,
+        ``if_padding``/``if_resizing``), else 512 and resizing;
         ``amp``: auto (bf16/fp16 on a GPU, off on CPU), off, bf16 or fp16; ``max_pixels``: larger
         images are refused (default: Pillow's ``MAX_IMAGE_PIXELS``); ``threshold``: default the
         checkpoint's ``val_threshold`` (chosen on held-out validation), else 0.5."""
@@ -205,14 +207,13 @@ class Predictor:
         from imdlbenco_maskclip.host.runtime import resolve_device
 
         stored = read_checkpoint(path)
-        run = stored.saved.run_args
-        size = image_size or run.get("image_size") or DEFAULT_IMAGE_SIZE
-        pad = bool(run.get("if_padding")) if padding is None else padding
+        size = image_size or stored.saved.image_size or DEFAULT_IMAGE_SIZE
+        pad = bool(stored.saved.padding) if padding is None else padding
         target = resolve_device(device) if isinstance(device, str) else device
         model = build_from_checkpoint(stored, model_name, **model_options).to(target)
         if threshold is None:
             threshold = stored.saved.val_threshold if stored.saved.val_threshold is not None else DEFAULT_THRESHOLD
-        return cls(model, size, pad, target, amp, max_pixels, source={"checkpoint": str(path)}, threshold=threshold)
+        return cls(model, size, pad, target, amp, max_pixels, source=stored.source, threshold=threshold)
 
     def predict(self, image: ImageInput) -> Prediction:
         """One image: a path, a PIL image or a HxWx3 uint8 array. Raises ``UnreadableImage``

@@ -6,7 +6,7 @@ command-line options. The network itself (``maskclip.MaskCLIP``) never loads any
 factory resolves the sources (a CLIP tag or file; an MAE or SAM file or URL) and each source
 carries its own key remapping (``weights.py``). Loading a trained checkpoint does not come
 through ``build_maskclip`` but through ``network_for_weights``, so nothing is fetched only to be
-overwritten.
+overwritten and nothing is allocated before the weights arrive (it builds on the meta device).
 
 Note: this module must not use ``from __future__ import annotations``; Benco's
 ``create_argparser`` reads the parameter annotations as argparse types.
@@ -15,6 +15,7 @@ Note: this module must not use ``from __future__ import annotations``; Benco's
 import logging
 from typing import Any, Mapping
 
+import torch
 from IMDLBenCo.registry import MODELS
 
 from imdlbenco_maskclip.common.errors import OptionError
@@ -82,20 +83,23 @@ def build_maskclip(
 
 def network_for_weights(options: Mapping[str, Any], carries_clip: bool) -> MaskCLIP:
     """The network of ``options`` (a checkpoint's recorded ``build_maskclip`` options) ready to
-    receive trained weights: the side network is never initialized from MAE or SAM, and the
-    frozen CLIP comes from its pretrained source only when the weights do not carry one
-    (``carries_clip``)."""
+    receive trained weights by assignment: built on the meta device (no memory, no random
+    initialization), the side network never initialized from MAE or SAM. The frozen CLIP comes
+    from its pretrained source, with its weights, only when the trained weights do not carry
+    one (``carries_clip``). After the weights are assigned, ``rebuild_buffers`` computes what
+    the state dict does not hold."""
     settings = get_setting(options.get("setting", "paper"))
     clip, source = None, NO_SOURCE
     if not carries_clip:
         source = resolve_source(options.get("clip_pretrained", DEFAULT), settings.clip.pretrained)
         if source != NO_SOURCE:
             clip, source = create_clip(settings.clip, source)
-    model = MaskCLIP(
-        settings,
-        edge_lambda=float(options.get("edge_lambda", 20.0)),
-        grad_checkpointing=bool(options.get("grad_checkpointing", False)),
-        clip=clip,
-    )
+    with torch.device("meta"):
+        model = MaskCLIP(
+            settings,
+            edge_lambda=float(options.get("edge_lambda", 20.0)),
+            grad_checkpointing=bool(options.get("grad_checkpointing", False)),
+            clip=clip,
+        )
     model.clip_source = source
     return model

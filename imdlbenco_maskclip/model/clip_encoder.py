@@ -59,6 +59,15 @@ class FrozenCLIP(nn.Module):
         """Stay in eval mode whatever the parent asks: CLIP's weights never train."""
         return super().train(False)
 
+    def rebuild_buffers(self) -> None:
+        """open_clip's causal text mask (``attn_mask``: -inf above the diagonal, 0 elsewhere),
+        the one tensor of CLIP its state dict does not hold, on the device of the weights."""
+        if getattr(self.model, "attn_mask", None) is None:
+            return
+        table = self.model.positional_embedding
+        length = table.shape[0]
+        self.model.attn_mask = torch.full((length, length), float("-inf"), device=table.device).triu_(1)
+
     def _embed_image(self, image: torch.Tensor) -> torch.Tensor:
         visual = self.model.visual
         x = F.interpolate(image, size=self.image_size, mode="bilinear", align_corners=True)

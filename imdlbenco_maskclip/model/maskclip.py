@@ -90,14 +90,30 @@ class MaskCLIP(nn.Module):
         self.detection_head = DetectionHead(self.clip.width, self.clip.embed_dim, settings.head_heads, settings.dropout)
         self.edge_lambda = float(edge_lambda)
         self.grad_checkpointing = bool(grad_checkpointing)
-        scale = torch.tensor(IMAGENET_STD) / torch.tensor(OPENAI_DATASET_STD)
-        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(OPENAI_DATASET_MEAN)) / torch.tensor(OPENAI_DATASET_STD)
-        self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_scale", None, persistent=False)
+        self.register_buffer("input_shift", None, persistent=False)
         self._fusion_after = {block: tap for tap, block in enumerate(settings.fuse_after)}
         self._text_cache: tuple[tuple, torch.Tensor] | None = None
+        self._set_input_affine()
         self._register_state_dict_hook(_drop_rebuildable_clip)
         self._register_load_state_dict_pre_hook(_restore_rebuildable_clip, with_module=True)
+
+    def _set_input_affine(self) -> None:
+        device = self.prompts.contexts.device
+        std = torch.tensor(OPENAI_DATASET_STD, device=device)
+        self.input_scale = (torch.tensor(IMAGENET_STD, device=device) / std).view(1, 3, 1, 1)
+        mean_shift = torch.tensor(IMAGENET_MEAN, device=device) - torch.tensor(OPENAI_DATASET_MEAN, device=device)
+        self.input_shift = (mean_shift / std).view(1, 3, 1, 1)
+
+    def rebuild_buffers(self) -> None:
+        """Compute the tensors the state dict does not hold (the input affine map, the prompt
+        tokens, CLIP's causal mask) on the device of the weights. Weights assigned into a
+        network built on the meta device (``checkpoints.loading``) need this once; the values
+        are those ``__init__`` computes."""
+        self._set_input_affine()
+        self.prompts.rebuild_buffers()
+        self.clip.rebuild_buffers()
+        self._text_cache = None
 
     # ------------------------------------------------------------ frozen parts
 

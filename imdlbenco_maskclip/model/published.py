@@ -28,15 +28,20 @@ scores class 1 (fake) against the second and queries the mask decoder with it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
 import torch
 
-from imdlbenco_maskclip.model.settings import MaskCLIPSettings
+from imdlbenco_maskclip.model.settings import SETTINGS, MaskCLIPSettings
 from imdlbenco_maskclip.model.weights import timm_block_key
 
 MARKERS = ("prompt_learner.ctx_pos", "aggregator.vit_model.patch_embed.proj.weight")
+CONTEXTS = ("prompt_learner.ctx_neg", "prompt_learner.ctx_pos")
+FAMILY = ("aggregator.", "cls_aggregator.", "prompt_learner.")
+"""Top-level modules of the published code: a state dict whose keys start with them is of
+that family (the published network or an earlier variant of it)."""
 
 # Per decoder stage: how many leading published layers belong to the scale (up/down-sampling);
 # the four after them are the lateral conv, norm, conv, norm.
@@ -67,8 +72,13 @@ _PLAIN = (
 
 
 def is_published(state: Mapping[str, torch.Tensor]) -> bool:
-    """Whether a state dict is the published model's (a DDP ``module.`` prefix already removed)."""
-    return all(marker in state for marker in MARKERS)
+    """Whether a state dict is the published model's, or of its family (a DDP ``module.``
+    prefix already removed): it holds both markers, or most of its keys are under the published
+    code's module names."""
+    if all(marker in state for marker in MARKERS):
+        return True
+    family = sum(1 for key in state if key.startswith(FAMILY))
+    return family > 0 and family * 2 >= len(state)
 
 
 def _decoder_stage_key(stage: int, layer: int, rest: str) -> str:
@@ -82,17 +92,17 @@ def _decoder_stage_key(stage: int, layer: int, rest: str) -> str:
 def from_published(state: Mapping[str, torch.Tensor], settings: MaskCLIPSettings) -> dict[str, torch.Tensor]:
     """The published state dict under this package's names and shapes.
 
-    Raises ``ValueError`` naming every key that has no place here (a published model of
-    another shape, or not the published model at all).
+    A key that has no place here (a published model of another shape, an earlier variant, or
+    not the published model at all) is kept under its own name, so that a strict load lists it
+    as unexpected beside the keys the network misses and the shapes that differ.
     """
     tap_of_block = {block: tap for tap, block in enumerate(settings.fuse_after)}
     mapped: dict[str, torch.Tensor] = {}
-    unplaced: list[str] = []
     for key, value in state.items():
         target = None
         if key.startswith("aggregator.vit_model."):
             target = "side_vit." + timm_block_key(key[len("aggregator.vit_model.") :])
-        elif key in ("prompt_learner.ctx_neg", "prompt_learner.ctx_pos"):
+        elif key in ("prompt_learner.ctx_neg", "prompt_learner.ctx_pos") and all(k in state for k in CONTEXTS):
             continue
         elif match := re.fullmatch(r"aggregator\.fusion_layers\.layer_(\d+)\.(.+)\.(weight|bias)", key):
             block, part, kind = int(match[1]), match[2], match[3]
@@ -102,7 +112,7 @@ def from_published(state: Mapping[str, torch.Tensor], settings: MaskCLIPSettings
                     value = value.flatten(1)
         elif match := re.fullmatch(r"aggregator\.mask_decoder\.stages\.(\d)\.(\d+)\.(.+)", key):
             target = _decoder_stage_key(int(match[1]), int(match[2]), match[3])
-        elif key.startswith("aggregator.mask_decoder.to_kv."):
+        elif key.startswith("aggregator.mask_decoder.to_kv.") and value.dim() >= 1 and value.shape[0] % 2 == 0:
             kind = key.rsplit(".", 1)[1]
             key_part, value_part = value.chunk(2, dim=0)
             mapped[f"mask_decoder.query_attn.k_proj.{kind}"] = key_part
@@ -113,14 +123,71 @@ def from_published(state: Mapping[str, torch.Tensor], settings: MaskCLIPSettings
                 if key.startswith(old):
                     target = new + key[len(old) :]
                     break
-        if target is None:
-            unplaced.append(key)
-        else:
-            mapped[target] = value
-    if unplaced:
-        raise ValueError(f"{len(unplaced)} published keys have no place in MaskCLIP: {', '.join(unplaced[:12])}")
-    if "prompt_learner.ctx_neg" in state and "prompt_learner.ctx_pos" in state:
-        mapped["prompts.contexts"] = torch.cat(
-            [state["prompt_learner.ctx_neg"], state["prompt_learner.ctx_pos"]], dim=0
-        )
+        mapped[key if target is None else target] = value
+    if all(k in state for k in CONTEXTS):
+        mapped["prompts.contexts"] = torch.cat([state[CONTEXTS[0]], state[CONTEXTS[1]]], dim=0)
     return mapped
+
+
+def to_published(state: Mapping[str, torch.Tensor], settings: MaskCLIPSettings) -> dict[str, torch.Tensor]:
+    """This package's state dict of a MaskCLIP (frozen CLIP included) under the published
+    names and shapes: the inverse of ``from_published``, as the published ``train.py`` would
+    have saved the same network."""
+    published: dict[str, torch.Tensor] = {}
+    parts = {ours: theirs for theirs, ours in _FUSION_PARTS.items()}
+    for key, value in state.items():
+        if key.startswith("side_vit."):
+            published["aggregator.vit_model." + timm_block_key(key[len("side_vit.") :], reverse=True)] = value
+        elif key == "prompts.contexts":
+            published[CONTEXTS[0]], published[CONTEXTS[1]] = value[0:1], value[1:2]
+        elif match := re.fullmatch(r"fusions\.(\d+)\.(.+)\.(weight|bias)", key):
+            tap, part, kind = int(match[1]), match[2], match[3]
+            if part == "clip_proj" and kind == "weight":
+                value = value[:, :, None, None]
+            published[f"aggregator.fusion_layers.layer_{settings.fuse_after[tap]}.{parts[part]}.{kind}"] = value
+        elif match := re.fullmatch(r"mask_decoder\.scales\.(\d)\.(?:(\d+)\.)?(.+)", key):
+            stage = int(match[1])
+            layer = int(match[2]) if _SCALE_LAYERS[stage] > 1 else 0
+            published[f"aggregator.mask_decoder.stages.{stage}.{layer}.{match[3]}"] = value
+        elif match := re.fullmatch(r"mask_decoder\.laterals\.(\d)\.(\d+)\.(.+)", key):
+            stage = int(match[1])
+            published[f"aggregator.mask_decoder.stages.{stage}.{_SCALE_LAYERS[stage] + int(match[2])}.{match[3]}"] = (
+                value
+            )
+        elif match := re.fullmatch(r"mask_decoder\.query_attn\.k_proj\.(weight|bias)", key):
+            kind = match[1]
+            published[f"aggregator.mask_decoder.to_kv.{kind}"] = torch.cat(
+                [value, state[f"mask_decoder.query_attn.v_proj.{kind}"]], dim=0
+            )
+        elif not key.startswith("mask_decoder.query_attn.v_proj."):
+            prefix = next(((old, new) for old, new in _PLAIN if key.startswith(new)), None)
+            if prefix is None:
+                raise ValueError(f"{key} has no place in the published MaskCLIP")
+            published[prefix[0] + key[len(prefix[1]) :]] = value
+    return published
+
+
+@functools.cache
+def network_shapes(setting: str) -> dict[str, tuple[int, ...]]:
+    """Every tensor name and shape of a setting's whole network (frozen CLIP included), read
+    off the network built on the meta device (nothing allocated)."""
+    from imdlbenco_maskclip.model.maskclip import MaskCLIP
+
+    with torch.device("meta"):
+        network = MaskCLIP(setting)
+    return {key: tuple(value.shape) for key, value in network.state_dict().items()}
+
+
+def published_setting(state: Mapping[str, torch.Tensor]) -> str:
+    """The setting whose network a state dict of the published layout fits best: the one with
+    the fewest missing, unexpected and differently shaped tensors (the first such, ``paper``
+    before the others). ``paper`` for the released files, ``tiny`` for a scaled-down file of
+    the same layout; for an earlier variant, the setting loading then lists the differences from."""
+
+    def differences(name: str) -> int:
+        mapped, shapes = from_published(state, SETTINGS[name]), network_shapes(name)
+        return len(mapped.keys() ^ shapes.keys()) + sum(
+            1 for key, shape in shapes.items() if key in mapped and tuple(mapped[key].shape) != shape
+        )
+
+    return min(SETTINGS, key=differences)

@@ -238,7 +238,7 @@ class SideViT(nn.Module):
         )
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_prefix + pos_grid * pos_grid, width))
         trunc_normal_(self.pos_embed, std=0.02)
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = torch.linspace(0, drop_path, depth, device="cpu").tolist()  # numbers, even on the meta device
         self.blocks = nn.ModuleList(
             SideBlock(
                 dim=width,

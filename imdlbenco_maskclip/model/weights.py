@@ -117,6 +117,33 @@ def create_clip(settings: ClipSettings, pretrained: str) -> tuple[nn.Module, str
     return model, f"{settings.model}/{pretrained}"
 
 
+def cached_clip_file(settings: ClipSettings, pretrained: str) -> str | None:
+    """The local file of a CLIP source, found without downloading: the file itself, or the
+    weights of an open_clip tag when huggingface_hub's cache already holds them (where
+    ``create_clip`` would find them); None when it is not at hand."""
+    path = os.path.expanduser(str(pretrained))
+    if os.path.isfile(path):
+        return path
+    hub = (open_clip.get_pretrained_cfg(settings.model, pretrained) or {}).get("hf_hub", "")
+    if not hub:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    model_id, filename = os.path.split(hub)
+    if not filename:
+        names = [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+    elif filename.endswith((".bin", ".pth")):
+        names = [filename[:-4] + ".safetensors", filename]
+    else:
+        names = [filename]
+    for name in names:
+        found = try_to_load_from_cache(model_id, name)
+        if isinstance(found, str):
+            return found
+    return None
+
+
 # ---------------------------------------------------------------- side network
 
 
@@ -184,10 +211,14 @@ def _resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return resized[0].t().to(table.dtype)
 
 
-def timm_block_key(key: str) -> str:
+def timm_block_key(key: str, reverse: bool = False) -> str:
     """A timm ViT tensor name (MAE's, and the published side network's) under the side
-    network's segment-anything names: ``mlp.fc1/fc2`` become ``mlp.lin1/lin2``."""
-    return key.replace(".mlp.fc1.", ".mlp.lin1.").replace(".mlp.fc2.", ".mlp.lin2.")
+    network's segment-anything names: ``mlp.fc1/fc2`` become ``mlp.lin1/lin2`` (``reverse``:
+    the other way)."""
+    pairs = ((".mlp.fc1.", ".mlp.lin1."), (".mlp.fc2.", ".mlp.lin2."))
+    for timm, sam in pairs:
+        key = key.replace(sam, timm) if reverse else key.replace(timm, sam)
+    return key
 
 
 def remap_mae(state: Mapping[str, torch.Tensor], side: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:

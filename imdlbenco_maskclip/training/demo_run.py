@@ -166,7 +166,7 @@ def _run(
     )
     with _phase(f"Training it for {config.epochs} epochs on {runtime.device}", log, runtime, progress_bars=True):
         result = train(training_run, model_args, runtime)
-    trained_model, _, _ = for_command(str(result.last_checkpoint), config.model, {}, [], config.image_size)
+    trained_model = for_command(str(result.last_checkpoint), config.model, {}, [], config.image_size).model
     with _phase("Scoring the trained model", log, runtime):
         trained = protocol.evaluate(trained_model, tests, runtime, config.test_batch_size, curves=True)
         trained = test_run.recorded_result(trained, tests, Settings())

@@ -141,11 +141,11 @@ def test_every_published_tensor_lands_where_it_belongs(published_state, loaded):
     assert same(head.proj.weight, "cls_aggregator.projector.0.weight")
 
 
-def test_a_key_with_no_place_is_named(published_state):
-    with pytest.raises(ValueError, match="aggregator.fusion_layers.layer_9.query_proj.weight"):
-        from_published(
-            {**published_state, "aggregator.fusion_layers.layer_9.query_proj.weight": torch.zeros(1)}, SETTINGS["paper"]
-        )
+def test_a_key_with_no_place_is_named(published_state, published_file):
+    state = {**published_state, "aggregator.fusion_layers.layer_9.query_proj.weight": torch.zeros(1)}
+    extra = Checkpoint(str(published_file), PUBLISHED, "MaskCLIP", {"setting": "paper"}, TrainingState(state))
+    with pytest.raises(ValueError, match="1 unexpected keys: aggregator.fusion_layers.layer_9.query_proj.weight"):
+        build_from_checkpoint(extra)
 
 
 def test_load_model_takes_the_published_file_offline(loaded, published_state):
