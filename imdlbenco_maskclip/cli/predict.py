@@ -42,7 +42,8 @@ OPTIONS = [
         "amp",
         str,
         "auto",
-        "autocast dtype: auto (GPU: bf16 where supported, else fp16; CPU: off), off, bf16, fp16",
+        "autocast dtype: auto (GPU: bf16 where supported, else fp16; CPU: bf16 where the CPU computes it natively, "
+        "else off), off, bf16, fp16",
         choices=("auto", "off", "bf16", "fp16"),
     ),
     Option("num_workers", int, 0, "DataLoader worker processes", metavar="N"),

@@ -81,6 +81,8 @@ def write_results(
     notes: Sequence[str] = (),
     perturbations: Mapping[str, ProtocolResult] | None = None,
     perturb_seed: int | None = None,
+    *,
+    precision: str = "float32",
 ) -> list[Path]:
     """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written.
     ``selected_on`` is what the checkpoint was chosen on (None: not recorded); ``notes`` are
@@ -88,10 +90,17 @@ def write_results(
     ``perturbations`` (level key such as ``jpeg:50`` -> its result, from ``--perturb`` with
     ``perturb_seed``) adds the JSON's ``perturbations``, one Markdown section per level and CSV
     rows with a ``perturbation`` column (``none`` on the clean rows); without it the files are
-    as before. ``per_image.csv`` is the clean run's."""
+    as before. ``per_image.csv`` is the clean run's. ``precision`` is what the model computed in
+    (``float32``, ``bfloat16``, ``float16``), stated in the JSON and the Markdown."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: output_dir / f"opensdi_results.{ext}" for ext in ("json", "md", "csv")}
-    payload = {"model": model_name, "checkpoint": checkpoint, "selected_on": selected_on, **result.as_dict()}
+    payload = {
+        "model": model_name,
+        "checkpoint": checkpoint,
+        "selected_on": selected_on,
+        "precision": precision,
+        **result.as_dict(),
+    }
     if compare:
         payload["paper"] = {"source": leaderboard()["source"], "name": PAPER_NAMES.get(model_name)}
     if perturbations:
@@ -100,7 +109,7 @@ def write_results(
     write_text(paths["json"], json.dumps(payload, indent=2) + "\n")
     markdown = (
         f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`\n\n"
-        f"Selected on: {selected_on or 'not recorded in the checkpoint'}\n\n"
+        f"Selected on: {selected_on or 'not recorded in the checkpoint'}\n\nPrecision: {precision}\n\n"
         + "".join(f"**Warning:** {note}\n\n" for note in notes)
         + f"{result_table(result)}\n"
     )

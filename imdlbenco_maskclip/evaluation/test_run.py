@@ -18,7 +18,7 @@ import torch
 
 from imdlbenco_maskclip.checkpoints.layout import TrainingState
 from imdlbenco_maskclip.checkpoints.loading import for_command
-from imdlbenco_maskclip.common.precision import autocast_dtype
+from imdlbenco_maskclip.common.precision import INFERENCE, autocast_dtype, precision_name
 from imdlbenco_maskclip.evaluation import protocol, report, tables
 from imdlbenco_maskclip.evaluation.config import TestConfig
 from imdlbenco_maskclip.evaluation.perturbations import PerturbImage, parse_specs
@@ -29,7 +29,8 @@ from imdlbenco_maskclip.host.runtime import Runtime
 @dataclass
 class TestRun:
     """What a test run found: the clean result, each perturbation level's, the examples the
-    report shows (main process only), the model's name and what its checkpoint records."""
+    report shows (main process only), the model's name, what its checkpoint records and the
+    precision it computed in (``float32``, ``bfloat16``, ``float16``)."""
 
     __test__ = False  # not a pytest test class
 
@@ -39,17 +40,19 @@ class TestRun:
     model_name: str
     recorded: TrainingState
     audit: Path | None
+    precision: str
 
 
 def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequence[str], runtime: Runtime) -> TestRun:
     """Score the checkpoint of ``config`` on its test data, clean and at each ``--perturb``
-    level; model options: recorded < ``model_args`` < ``model_flags``."""
+    level; model options: recorded < ``model_args`` < ``model_flags``. ``--amp auto`` follows
+    the inference rule (bf16 on a CPU that computes it); the default ``off`` is fp32."""
     levels = parse_specs(config.perturb or [])
     audit = report.find_audit(config.test_data_path, config.audit)
     model, name, recorded = for_command(config.checkpoint, config.model, model_args, model_flags, config.image_size)
     model.to(runtime.device)
     options = DatasetOptions(config.image_size, config.if_padding)
-    amp = autocast_dtype(config.amp, runtime.device)
+    amp = autocast_dtype(config.amp, runtime.device, INFERENCE)
 
     def score(dataset_options: DatasetOptions, curves: bool = False) -> tuple[protocol.ProtocolResult, dict]:
         datasets = protocol_datasets(config.test_data_path, dataset_options, config.generators)
@@ -70,7 +73,7 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
             print(f"benco test: perturbation {number}/{len(levels)}: {level.key}", file=sys.stderr, flush=True)
         transform = PerturbImage(level, config.perturb_seed)
         perturbed[level.key], _ = score(dataclasses.replace(options, transforms=transform))
-    return TestRun(result, perturbed, examples, name, recorded, audit)
+    return TestRun(result, perturbed, examples, name, recorded, audit, precision_name(amp))
 
 
 def write_outputs(
@@ -81,7 +84,7 @@ def write_outputs(
     examples: Sequence[report.Example],
     facts: Mapping[str, Any],
     device: torch.device,
-    amp: str = "off",
+    precision: str = "float32",
     *,
     compare_paper: bool = False,
     selected_on: str | None = None,
@@ -91,12 +94,21 @@ def write_outputs(
     audit: Path | None = None,
 ) -> list[Path]:
     """The end of a test run: ``opensdi_results.{json,md,csv}``, ``per_image.csv`` and the
-    report, whose facts are ``facts`` (model, checkpoint, data...) plus the counts, device, date
-    and versions; returns the paths written."""
+    report, whose facts are ``facts`` (model, checkpoint, data...) plus the counts, device,
+    ``precision`` (what the model computed in), date and versions; returns the paths written."""
     written = tables.write_results(
-        result, output_dir, model_name, checkpoint, compare_paper, selected_on, notes, perturbed or None, perturb_seed
+        result,
+        output_dir,
+        model_name,
+        checkpoint,
+        compare_paper,
+        selected_on,
+        notes,
+        perturbed or None,
+        perturb_seed,
+        precision=precision,
     )
-    all_facts = {**facts, **report.run_facts(result, device, amp)}
+    all_facts = {**facts, **report.run_facts(result, device, precision)}
     written.append(report.write_report(output_dir, result.records, examples, all_facts, audit, notes))
     return written
 

@@ -23,7 +23,7 @@ from imdlbenco_maskclip.common.errors import UserError
 from imdlbenco_maskclip.inference.predictor import NamedImage, Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-FIELDS = ["name", "source", "width", "height", "fake_probability", "manipulated_fraction", "mask", "error"]
+FIELDS = ["name", "source", "width", "height", "fake_probability", "manipulated_fraction", "mask", "precision", "error"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,12 @@ def predict(
                 log.warning("skipped %s: %s", item.name, result.error)
                 rows.append({**row, "error": result.error})
                 continue
-            row.update(width=result.image.width, height=result.image.height, fake_probability=result.fake_probability)
+            row.update(
+                width=result.image.width,
+                height=result.image.height,
+                fake_probability=result.fake_probability,
+                precision=predictor.precision,
+            )
             if result.mask is not None:
                 stem = _unique(safe_name(item.name), stems)
                 pictures.save_png(result.mask_image(), output_dir / "masks" / f"{stem}.png")
