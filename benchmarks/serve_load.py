@@ -224,6 +224,10 @@ def run_load(clients: list, folder: Path, plan: list[str], shown: dict) -> tuple
                 time.sleep(RETRY_PAUSE)
                 outcome = request(client, folder, plan[position], shown)
             outcomes[position] = outcome
+            with lock:
+                done = sum(o is not None for o in outcomes)
+            if done % 20 == 0 or done == len(plan):
+                print(f"{done}/{len(plan)} requests answered", file=sys.stderr, flush=True)
 
     threads = [threading.Thread(target=work, args=(client,)) for client in clients]
     for thread in threads:
@@ -267,6 +271,7 @@ def main() -> int:
             bad[(i // BAD_EVERY) % len(bad)] if i % BAD_EVERY == BAD_EVERY - 1 else good[i % len(good)]
             for i in range(args.requests)
         ]
+        print(f"starting benco serve on a {args.setting} checkpoint", file=sys.stderr, flush=True)
         server, url = start_server(checkpoint, args.max_queue, workdir)
         try:
             rss = {"before": rss_mb(server.pid)}

@@ -173,15 +173,18 @@ def test_predict_many_batches_give_the_single_image_answers(tiny_checkpoint, amp
         assert result.fake_probability == pytest.approx(alone.fake_probability, abs=tolerance / 2)
 
 
-def test_the_prompt_features_are_computed_once_for_many_predictions(tiny_checkpoint):
+def test_the_prompt_features_are_computed_once_for_many_predictions(predictor):
     """In eval mode the text tower's output does not change between images: a second photo
     costs an image forward only (a per-call text forward was a quarter of a 512-px predict)."""
-    predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu")
     runs = []
-    predictor.model.prompts.register_forward_hook(lambda *_: runs.append(1))
-    for _ in range(3):
-        predictor.predict(np.zeros((40, 40, 3), np.uint8))
-    assert len(runs) == 1
+    hook = predictor.model.prompts.register_forward_hook(lambda *_: runs.append(1))
+    predictor.model.train()  # handed over in training mode: put in eval mode once
+    try:
+        for _ in range(3):
+            predictor.predict(np.zeros((40, 40, 3), np.uint8))
+    finally:
+        hook.remove()
+    assert len(runs) == 1 and not predictor.model.training
 
 
 @pytest.mark.parametrize("width, height", [(150, 96), (40, 24)])
