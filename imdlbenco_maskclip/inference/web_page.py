@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,7 +139,9 @@ def build_app(predictor: Predictor, examples: list[Path], max_queue: int = DEFAU
             label,
         )
 
-    def redraw(threshold: float, request: Any) -> Any:
+    def redraw(upload: dict | None, threshold: float, request: Any) -> Any:
+        if not upload:
+            return None
         shown = sessions.get(request.session_hash)
         if shown is None:
             gr.Warning(f"The image is no longer kept ({SESSION_TTL / 60:.0f} minutes unused); drop it again.")
@@ -174,9 +177,10 @@ def build_app(predictor: Predictor, examples: list[Path], max_queue: int = DEFAU
         )
         threshold.change(
             _given_request(redraw, gr),
-            inputs=[threshold],
+            inputs=[image, threshold],
             outputs=[overlay],
             api_visibility="private",
+            preprocess=False,
             concurrency_limit=1,
             concurrency_id=MODEL,
         )
@@ -188,12 +192,15 @@ def build_app(predictor: Predictor, examples: list[Path], max_queue: int = DEFAU
 
 def return_freed_memory() -> None:
     """Have glibc's malloc serve every block of ``MMAP_THRESHOLD`` bytes or more (decoded photos
-    of 10 MP and more, their full-size masks) from a mapping of its own, given back to the
-    system when freed, and trim its heaps eagerly. By default both thresholds rise with the
+    from about 11 MP, full-size float masks from 8 MP) from a mapping of its own, given back to
+    the system when freed, and trim its heaps eagerly. By default both thresholds rise with the
     largest block freed so far, and photo-sized blocks then come from per-thread heaps that keep
     their high-water mark: with the tiny model, 4 clients and a queue of 2, the server's RSS grew
     by 4-11% between the 10th and the 40th request (benchmarks/serve_load.py, two runs), and by
-    at most 2% with the threshold fixed. Nothing happens where the C library has no ``mallopt``."""
+    at most 2% with the threshold fixed. Linux only; nothing happens where the C library has no
+    ``mallopt``."""
+    if not sys.platform.startswith("linux"):
+        return
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
