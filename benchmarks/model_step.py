@@ -9,6 +9,11 @@ of the minima is printed too). Peak memory is the peak RSS (``ru_maxrss``) of a 
 per mode, so the peaks are honest and independent. The process itself (torch, torchvision,
 open_clip, IMDLBenCo imported) holds about 1.2 GB before the model is built.
 
+Inference (CPU part, one more process, each step interleaved with the unit): the eval forward
+in fp32, the same under bf16 autocast (as a ratio to fp32), and ``Predictor.predict`` of one
+512-px JPEG (scikit-image's astronaut) with default settings (``--amp auto``: bf16 where the
+CPU computes it natively), as a share of the published code's fp32 eval forward (goal <= 0.5).
+
 GPU (when CUDA is available, or ``--part gpu``): the paper setting at batch 16, 32 and 64:
 training images/s and peak memory per training image for the published-like run (fp32, the
 text tower over all 77 positions, attention restricted to SDPA's unfused math kernel, which
@@ -23,7 +28,7 @@ batch on one 80 GB card).
     python benchmarks/model_step.py --part gpu --batches 16 32 64
 
 Published code on a 2-core CPU: 9.1 units per train step, 3.6 per eval forward, 7.1 GB peak
-RSS. Targets: <= 6.5, <= 2.8, <= 5 GB.
+RSS. Targets: <= 6.5, <= 2.8, <= 5 GB; ``Predictor.predict`` <= 0.5 x 3.6 units.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CPU_TARGETS = {"train": 6.5, "eval": 2.8, "rss_gb": 5.0}
+CPU_TARGETS = {"train": 6.5, "eval": 2.8, "rss_gb": 5.0, "predict_share": 0.5}
 PUBLISHED_CPU = {"train": 9.1, "eval": 3.6, "rss_gb": 7.1}
 
 
@@ -165,29 +170,67 @@ CPU_MODES = {
     "train+adamw": "  + AdamW step",
     "eval": "eval forward",
 }
+INFERENCE_STEPS = {
+    "eval_fp32": "eval forward, fp32",
+    "eval_bf16": "eval forward, bf16 autocast",
+    "predict": "Predictor.predict",
+}
+
+
+def inference_worker(setting: str, size: int, rounds: int) -> dict:
+    """Runs in a fresh process: the fp32 and bf16 eval forwards and one ``Predictor.predict``
+    of a ``size``-px JPEG with default settings, each in a block of ``rounds`` interleaved with
+    the unit, after a warm-up (MaskCLIP keeps its prompt features for one precision at a time,
+    so alternating precisions call by call would recompute them every time)."""
+    import tempfile
+
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    from imdlbenco_maskclip.inference.predictor import Predictor
+
+    model = build(setting, "cpu").eval()
+    image = batch(size, 1, "cpu")["image"]
+    unit = unit_forward(model, "cpu")
+    predictor = Predictor(model, image_size=size)
+    photo = Path(tempfile.mkdtemp(prefix="model-step-")) / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).resize((size, size), Image.BICUBIC).save(photo, quality=90)
+
+    def eval_forward(dtype) -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            model(image=image)
+
+    steps = {
+        "eval_fp32": lambda: eval_forward(None),
+        "eval_bf16": lambda: eval_forward(torch.bfloat16),
+        "predict": lambda: predictor.predict(photo),
+    }
+    unit()
+    units: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for name, step in steps.items():
+        for _ in range(2):  # warm-up
+            step()
+        for _ in range(rounds):
+            start = time.perf_counter()
+            unit()
+            units[name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    ratios = {name: statistics.median(t / u for t, u in zip(times[name], units[name])) for name in steps}
+    return {
+        "unit_s": statistics.median(u for values in units.values() for u in values),
+        "predict_precision": predictor.precision,
+        **{f"{name}_s": statistics.median(values) for name, values in times.items()},
+        **{f"{name}_units": ratio for name, ratio in ratios.items()},
+        "bf16_over_fp32": ratios["eval_bf16"] / ratios["eval_fp32"],
+    }
 
 
 def cpu_part(args: argparse.Namespace) -> dict:
-    results = {}
-    for mode in CPU_MODES:
-        command = [
-            sys.executable,
-            __file__,
-            "--worker",
-            mode,
-            "--setting",
-            args.setting,
-            "--size",
-            str(args.size),
-            "--rounds",
-            str(args.rounds),
-        ]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode or not lines:
-            raise SystemExit(f"{mode} worker failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
-        results[mode] = json.loads(lines[-1])
+    results = {mode: run_worker(mode, args) for mode in (*CPU_MODES, "inference")}
     print(
         f"\nCPU, setting {args.setting}, batch 1 at {args.size}, fp32, random weights, median of {args.rounds} rounds"
     )
@@ -203,7 +246,34 @@ def cpu_part(args: argparse.Namespace) -> dict:
         f"{PUBLISHED_CPU['rss_gb']} GB peak RSS; targets <= {CPU_TARGETS['train']}, <= {CPU_TARGETS['eval']}, "
         f"<= {CPU_TARGETS['rss_gb']} GB"
     )
+    inference = results["inference"]
+    print(
+        f"\ninference, one process, each step in a block interleaved with the unit ({inference['unit_s']:.3f} s), "
+        f"median of {args.rounds} rounds;\nPredictor.predict: a 512-px JPEG, default settings "
+        f"(--amp auto: {inference['predict_precision']} on this CPU)"
+    )
+    print(f"{'':30}{'seconds':>9}{'units':>8}")
+    for name, label in INFERENCE_STEPS.items():
+        print(f"{label:30}{inference[name + '_s']:9.3f}{inference[name + '_units']:8.2f}")
+    share = inference["predict_units"] / PUBLISHED_CPU["eval"]
+    print(f"eval forward bf16 / fp32: {inference['bf16_over_fp32']:.2f} (ratio of their units)")
+    print(
+        f"Predictor.predict / published fp32 eval forward ({PUBLISHED_CPU['eval']} units): {share:.2f} "
+        f"(goal <= {CPU_TARGETS['predict_share']})"
+    )
     return results
+
+
+def run_worker(mode: str, args: argparse.Namespace) -> dict:
+    """One CPU measurement in a fresh process (its own peak RSS)."""
+    command = [sys.executable, __file__, "--worker", mode, "--setting", args.setting]
+    command += ["--size", str(args.size), "--rounds", str(args.rounds)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise SystemExit(f"{mode} worker failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1])
 
 
 @contextlib.contextmanager
@@ -338,8 +408,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64], help="GPU batch sizes")
     parser.add_argument("--gpu-steps", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--worker", choices=tuple(CPU_MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*CPU_MODES, "inference"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker == "inference":
+        print(json.dumps(inference_worker(args.setting, args.size, args.rounds)))
+        return
     if args.worker:
         print(json.dumps(cpu_worker(args.worker, args.setting, args.size, args.rounds)))
         return

@@ -70,7 +70,8 @@ OPTIONS = [
         "amp",
         str,
         "auto",
-        "autocast dtype: auto (GPU: bf16 where supported, else fp16; CPU: off), off, bf16, fp16",
+        "autocast dtype: auto (GPU: bf16 where supported, else fp16; CPU: bf16 where the CPU computes it natively, "
+        "else off), off, bf16, fp16",
         choices=("auto", "off", "bf16", "fp16"),
     ),
     replace(options.NUM_WORKERS, help="DataLoader worker processes that read, decode and resize the images"),

@@ -39,7 +39,14 @@ OPTIONS = [
         help="zero-pad to --image_size instead of resizing; unset: as the checkpoint's run did (args.if_padding)",
     ),
     Option("test_batch_size", parse_size, 16, "images per step", metavar="N"),
-    Option("amp", str, "off", "autocast on CUDA for speed: bf16, fp16 or off", choices=("bf16", "fp16", "off")),
+    Option(
+        "amp",
+        str,
+        "off",
+        "autocast dtype: off (default: figures that do not depend on the machine), auto (GPU: bf16 where supported, "
+        "else fp16; CPU: bf16 where the CPU computes it natively, else off), bf16, fp16",
+        choices=("off", "auto", "bf16", "fp16"),
+    ),
     Option("compare_paper", None, False, "print the paper's rows beside ours (and draw them in the report)", flag=True),
     Option(
         "audit",
@@ -148,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         run_.examples,
         facts,
         runtime.device,
-        config.amp,
+        run_.precision,
         compare_paper=config.compare_paper,
         selected_on=selected_on,
         notes=notes,

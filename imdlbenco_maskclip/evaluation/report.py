@@ -124,8 +124,9 @@ def roc(records: Sequence[ImageRecord]) -> tuple[np.ndarray, np.ndarray] | None:
     return fpr, tpr
 
 
-def run_facts(result: ProtocolResult, device: torch.device, amp: str) -> dict[str, Any]:
-    """What every report states besides the model and data: counts, device, date, versions."""
+def run_facts(result: ProtocolResult, device: torch.device, precision: str) -> dict[str, Any]:
+    """What every report states besides the model and data: counts, device, the precision the
+    model computed in (``float32``, or ``bfloat16``/``float16`` under autocast), date, versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(package: str) -> str:
@@ -138,7 +139,8 @@ def run_facts(result: ProtocolResult, device: torch.device, amp: str) -> dict[st
         "images": f"{result.mean.n_images} ({result.mean.n_real} real, {result.mean.n_fake} fake; "
         f"{result.mean.n_pixel} partial fakes scored for localization)",
         "generators": ", ".join(r.split for r in result.rows),
-        "device": f"{device}" + (f", autocast {amp}" if device.type == "cuda" and amp != "off" else ""),
+        "device": f"{device}",
+        "precision": precision if precision == "float32" else f"{precision} (autocast)",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": f"{installed('imdlbenco')}, {installed('imdlbenco-maskclip')}, torch {torch.__version__}",
     }

@@ -134,6 +134,8 @@ def write_results(
     perturb_seed: int | None = None,
     bootstrap: Settings | None = None,
     source: Mapping[str, Any] | None = None,
+    *,
+    precision: str = "float32",
 ) -> list[Path]:
     """``opensdi_results.{json,md,csv}`` and ``per_image.csv``; returns the paths written.
     ``selected_on`` is what the checkpoint was chosen on (None: not recorded); ``notes`` are
@@ -144,11 +146,18 @@ def write_results(
     as before. ``bootstrap``: how the clean rows' intervals (``ci95``) were drawn, recorded in
     the JSON. ``per_image.csv`` is the clean run's. ``source`` (where the checkpoint came from,
     ``Checkpoint.source``) adds the JSON's ``checkpoint_source`` and the Markdown's revision and
-    sha256 when it says more than the path."""
+    sha256 when it says more than the path. ``precision`` is what the model computed in
+    (``float32``, ``bfloat16``, ``float16``), stated in the JSON and the Markdown."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: output_dir / f"opensdi_results.{ext}" for ext in ("json", "md", "csv")}
     known = {key: value for key, value in (source or {}).items() if key != "checkpoint"}
-    payload = {"model": model_name, "checkpoint": checkpoint, "selected_on": selected_on, **result.as_dict()}
+    payload = {
+        "model": model_name,
+        "checkpoint": checkpoint,
+        "selected_on": selected_on,
+        "precision": precision,
+        **result.as_dict(),
+    }
     if known:
         payload["checkpoint_source"] = known
     intervals = bootstrap is not None and bootstrap.resamples > 0
@@ -169,7 +178,7 @@ def write_results(
         f"# OpenSDI protocol: {model_name}\n\nCheckpoint: `{checkpoint}`"
         + "".join(f", {key} `{value}`" for key, value in known.items() if key != "reference")
         + "\n\n"
-        f"Selected on: {selected_on or 'not recorded in the checkpoint'}\n\n"
+        f"Selected on: {selected_on or 'not recorded in the checkpoint'}\n\nPrecision: {precision}\n\n"
         + "".join(f"**Warning:** {note}\n\n" for note in notes)
         + f"{result_table(result, intervals)}\n"
         + "".join(f"\n{text}\n" for text in explained)

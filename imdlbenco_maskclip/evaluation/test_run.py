@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from imdlbenco_maskclip.checkpoints.layout import TrainingState
 from imdlbenco_maskclip.checkpoints.loading import for_command
 from imdlbenco_maskclip.common.errors import UserError
-from imdlbenco_maskclip.common.precision import autocast_dtype
+from imdlbenco_maskclip.common.precision import INFERENCE, autocast_dtype, precision_name
 from imdlbenco_maskclip.evaluation import bootstrap, protocol, report, tables
 from imdlbenco_maskclip.evaluation.config import TestConfig
 from imdlbenco_maskclip.evaluation.perturbations import PerturbImage, parse_specs
@@ -39,8 +39,9 @@ from imdlbenco_maskclip.host.runtime import Runtime
 class TestRun:
     """What a test run found: the clean result (with its intervals and fingerprints on the main
     process), each perturbation level's, the examples the report shows (main process only),
-    the model's name, what its checkpoint records, and how the intervals were drawn
-    (``intervals``)."""
+    the model's name, what its checkpoint records, how the intervals were drawn (``intervals``),
+    where the weights came from, the image size and padding used and the precision the model
+    computed in (``float32``, ``bfloat16``, ``float16``)."""
 
     __test__ = False  # not a pytest test class
 
@@ -55,6 +56,7 @@ class TestRun:
     """Where the weights came from (``Checkpoint.source``: for a hub reference its revision and sha256)."""
     image_size: int
     padding: bool
+    precision: str
 
 
 def recorded_result(
@@ -68,13 +70,14 @@ def recorded_result(
 
 def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequence[str], runtime: Runtime) -> TestRun:
     """Score the checkpoint of ``config`` on its test data, clean and at each ``--perturb``
-    level; model options: recorded < ``model_args`` < ``model_flags``."""
+    level; model options: recorded < ``model_args`` < ``model_flags``. ``--amp auto`` follows
+    the inference rule (bf16 on a CPU that computes it); the default ``off`` is fp32."""
     levels = parse_specs(config.perturb or [])
     audit = report.find_audit(config.test_data_path, config.audit)
     loaded = for_command(config.checkpoint, config.model, model_args, model_flags, config.image_size, config.if_padding)
     model = loaded.model.to(runtime.device)
     options = DatasetOptions(loaded.image_size, loaded.padding)
-    amp = autocast_dtype(config.amp, runtime.device)
+    amp = autocast_dtype(config.amp, runtime.device, INFERENCE)
 
     def score(dataset_options: DatasetOptions, curves: bool = False) -> tuple[protocol.ProtocolResult, dict]:
         datasets = protocol_datasets(config.test_data_path, dataset_options, config.generators)
@@ -117,6 +120,7 @@ def run_test(config: TestConfig, model_args: dict[str, Any], model_flags: Sequen
         loaded.source,
         loaded.image_size,
         loaded.padding,
+        precision_name(amp),
     )
 
 
@@ -128,7 +132,7 @@ def write_outputs(
     examples: Sequence[report.Example],
     facts: Mapping[str, Any],
     device: torch.device,
-    amp: str = "off",
+    precision: str = "float32",
     *,
     compare_paper: bool = False,
     selected_on: str | None = None,
@@ -140,10 +144,10 @@ def write_outputs(
     source: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """The end of a test run: ``opensdi_results.{json,md,csv}``, ``per_image.csv`` and the
-    report, whose facts are ``facts`` (model, checkpoint, data...) plus the counts, device, date
-    and versions; ``intervals``: how ``result``'s intervals were drawn; ``source``
-    (``Checkpoint.source``) records a hub checkpoint's revision and sha256 in the JSON and
-    Markdown. Returns the paths written."""
+    report, whose facts are ``facts`` (model, checkpoint, data...) plus the counts, device,
+    ``precision`` (what the model computed in), date and versions; ``intervals``: how
+    ``result``'s intervals were drawn; ``source`` (``Checkpoint.source``) records a hub
+    checkpoint's revision and sha256 in the JSON and Markdown. Returns the paths written."""
     written = tables.write_results(
         result,
         output_dir,
@@ -156,8 +160,9 @@ def write_outputs(
         perturb_seed,
         intervals,
         source=source,
+        precision=precision,
     )
-    all_facts = {**facts, **report.run_facts(result, device, amp)}
+    all_facts = {**facts, **report.run_facts(result, device, precision)}
     written.append(report.write_report(output_dir, result.records, examples, all_facts, audit, notes))
     return written
 

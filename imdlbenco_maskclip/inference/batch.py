@@ -46,7 +46,18 @@ from imdlbenco_maskclip.inference.predictor import NamedImage, Prediction, Predi
 
 FORMATS = ("files", "parquet")
 MASKS = ("png", "none")
-FIELDS = ["name", "source", "width", "height", "fake_probability", "manipulated_fraction", "threshold", "mask", "error"]
+FIELDS = [
+    "name",
+    "source",
+    "width",
+    "height",
+    "fake_probability",
+    "manipulated_fraction",
+    "threshold",
+    "mask",
+    "precision",
+    "error",
+]
 WRITER_THREADS = min(4, os.cpu_count() or 1)
 """Threads that encode and write the masks while the model computes the next batch (Pillow's
 encoders and file writes release the GIL)."""
@@ -274,14 +285,17 @@ def unique_stems(names: Sequence[str]) -> list[str]:
     return stems
 
 
-def _file_row(item: NamedImage, result: Prediction, output_dir: Path, stem: str | None) -> dict[str, Any]:
-    """The table row of one input, its mask and overlay written under ``stem`` (None: not written)."""
+def _file_row(
+    item: NamedImage, result: Prediction, precision: str, output_dir: Path, stem: str | None
+) -> dict[str, Any]:
+    """The table row of one input predicted in ``precision``, its mask and overlay written under
+    ``stem`` (None: not written)."""
     row: dict[str, Any] = {"name": item.name, "source": item.source}
     if result.error is not None:
         return {**row, "error": result.error}
     row.update(width=result.image.width, height=result.image.height)
     row.update(fake_probability=result.fake_probability, manipulated_fraction=result.manipulated_fraction)
-    row["threshold"] = result.threshold
+    row.update(threshold=result.threshold, precision=precision)
     if stem is not None and result.mask is not None:
         pictures.save_png(result.mask_image(), output_dir / "masks" / f"{stem}.png")
         pictures.save_png(result.overlay(), output_dir / "overlays" / f"{stem}.png")
@@ -311,7 +325,9 @@ def _files_job(
 
     def file_row(found: tuple[int, NamedImage, Prediction]) -> tuple[int, dict[str, Any]]:
         position, item, result = found
-        return position, _file_row(item, result, output_dir, stems[position] if with_masks else None)
+        return position, _file_row(
+            item, result, predictor.precision, output_dir, stems[position] if with_masks else None
+        )
 
     predictions = _predictions(predictor, mine, settings)
     try:

@@ -41,9 +41,12 @@ def image_batch(
 
 def forward(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
     """The model's output for a batch in eval mode without gradient; a missing ``edge_mask``
-    (datasets built without an edge width, ``image_batch``) is an empty one."""
+    (datasets built without an edge width, ``image_batch``) is an empty one. A model already in
+    eval mode is left as it is: switching modes drops what it keeps between batches (MaskCLIP's
+    prompt features, a text-tower forward per call otherwise)."""
     if "edge_mask" not in batch:
         batch = {**batch, "edge_mask": torch.zeros_like(batch["mask"])}
-    model.eval()
+    if any(module.training for module in model.modules()):
+        model.eval()
     with torch.no_grad():
         return model(**batch)

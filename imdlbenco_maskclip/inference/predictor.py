@@ -200,8 +200,8 @@ class Predictor:
         """The model in any checkpoint ``load_model`` reads (a path or ``hf://`` reference).
         ``image_size`` and ``padding`` default to the training run's (its ``args.image_size``,
         ``if_padding``/``if_resizing``), else 512 and resizing;
-        ``amp``: auto (bf16/fp16 on a GPU, off on CPU), off, bf16 or fp16; ``max_pixels``: larger
-        images are refused (default: Pillow's ``MAX_IMAGE_PIXELS``); ``threshold``: default the
+        ``amp``: auto (``common.precision``: bf16/fp16 on a GPU, bf16 on a CPU that computes it
+        natively, else off), off, bf16 or fp16; ``max_pixels``: larger images are refused (default: Pillow's ``MAX_IMAGE_PIXELS``); ``threshold``: default the
         checkpoint's ``val_threshold`` (chosen on held-out validation), else 0.5."""
         from imdlbenco_maskclip.checkpoints.loading import build_from_checkpoint, read_checkpoint
         from imdlbenco_maskclip.host.runtime import resolve_device
@@ -271,6 +271,6 @@ class Predictor:
                     canvas = F.interpolate(
                         canvas, size=(image.height, image.width), mode="bilinear", align_corners=False
                     )
-                mask = canvas[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+                mask = canvas[0, 0].clamp(0, 1).cpu().numpy()  # float32 already: no copy
             results.append((mask, probability))
         return results

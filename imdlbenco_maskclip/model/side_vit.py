@@ -6,10 +6,11 @@ mlp.lin1,mlp.lin2}``), so SAM and (remapped) MAE checkpoints load directly. Laye
 eps 1e-6 and the absolute position table keeps MAE's layout (a class slot, then a 14 x 14
 grid), resized bicubically to the token grid in every forward, as the published network has
 them. Three changes keep the math and cut the cost: attention runs through
-``scaled_dot_product_attention`` (segment-anything's ``Attention`` computes the softmax
-explicitly) with the decomposed relative-position term folded into the query-key product
-(see ``SideAttention``); window blocks project q/k/v before padding to whole windows and
-skip the padded queries; and the MLP recomputes its GELU in backward instead of storing it.
+``scaled_dot_product_attention`` (``attention.attend``; segment-anything's ``Attention``
+computes the softmax explicitly) with the decomposed relative-position term folded into the
+query-key product (see ``SideAttention``); window blocks project q/k/v before padding to
+whole windows and skip the padded queries; and the MLP recomputes its GELU in backward
+instead of storing it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from segment_anything.modeling.image_encoder import Attention, Block, PatchEmbed
 from timm.layers import resample_abs_pos_embed, trunc_normal_
 from torch import nn
 
+from imdlbenco_maskclip.model.attention import attend
 from imdlbenco_maskclip.model.settings import SideSettings
 
 
@@ -94,7 +96,7 @@ class SideAttention(Attention):
             q = _RelativeQuery.apply(q, table_h, table_w, pad)
             k, v = torch.cat([k, codes], dim=-1), F.pad(v, (0, extra + pad))
         q, k, v = (t.flatten(-3, -2).flatten(0, -4) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, scale=dim**-0.5)
+        out = attend(q, k, v, scale=dim**-0.5)
         return out[..., :dim].unflatten(-2, (qh, qw)).unflatten(0, tuple(lead[:-1]))
 
     def forward(self, x: torch.Tensor, window_size: int = 0) -> torch.Tensor:

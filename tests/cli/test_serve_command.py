@@ -22,7 +22,7 @@ def test_serve_help_lists_its_limits(capsys):
         benco.main(["serve", "--help"])
     assert exit.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--checkpoint", "--host", "--port", "--max_pixels", "--max_file_size"):
+    for flag in ("--checkpoint", "--host", "--port", "--max_pixels", "--max_file_size", "--max_queue"):
         assert flag in out
     assert "127.0.0.1" in out and "7860" in out
 

@@ -144,6 +144,20 @@ def test_report_states_the_run(tested, shown, tiny_checkpoint):
     assert (
         facts["device"] == "cpu" and facts["date"].endswith(" UTC") and facts["versions"].startswith("imdlbenco 0.1.")
     )
+    assert facts["precision"] == results["precision"] == "float32"  # benco test's default: --amp off
+
+
+def test_amp_auto_is_an_opt_in_that_the_results_record(tiny_checkpoint, opensdi_root, tmp_path, monkeypatch):
+    """``--amp auto`` follows the inference rule: bf16 on a CPU that computes it natively."""
+    from imdlbenco_maskclip.common import precision
+
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
+    arguments = ["test", "--checkpoint", str(tiny_checkpoint), "--test_data_path", str(opensdi_root)]
+    arguments += ["--generators", "sd15", "--image_size", str(TINY_IMAGE_SIZE), "--num_workers", "0"]
+    assert benco.main([*arguments, "--device", "cpu", "--amp", "auto", "--output_dir", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "opensdi_results.json").read_text())["precision"] == "bfloat16"
+    assert "Precision: bfloat16" in (tmp_path / "opensdi_results.md").read_text()
+    assert "bfloat16 (autocast)" in (tmp_path / "opensdi_report.html").read_text()
 
 
 def test_report_shows_the_papers_rows(shown):

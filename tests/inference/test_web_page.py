@@ -41,7 +41,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tiny_checkpoint, tmp_path_factory):
-    """The page for the tiny checkpoint, on localhost, with small limits; yields (url, files)."""
+    """The page for the tiny checkpoint, on localhost, with small limits; yields (url, files,
+    predictor, app)."""
     folder = tmp_path_factory.mktemp("serve")
     predictor = Predictor.from_checkpoint(tiny_checkpoint, device="cpu", max_pixels=MAX_PIXELS)
     examples = web_page.write_examples(folder / "examples")
@@ -58,17 +59,17 @@ def served(tiny_checkpoint, tmp_path_factory):
     url = web_page.launch(app, port=free_port(), max_file_size="200kb", block=False)
     predictor.forwards = []  # one entry per model run, to show the slider does not rerun the model
     predictor.model.register_forward_hook(lambda *_: predictor.forwards.append(1))
-    yield url, files, predictor
+    yield url, files, predictor, app
     app.close()
 
 
 def test_binds_to_localhost(served):
-    url, _, _ = served
+    url, _, _, _ = served
     assert url.startswith("http://127.0.0.1:")
 
 
 def test_predict_endpoint_for_gradio_client(served):
-    url, files, predictor = served
+    url, files, predictor, app = served
     client = gradio_client.Client(url, verbose=False)
     overlay, mask, label = client.predict(gradio_client.handle_file(str(files["photo"])), 0.5, api_name="/predict")
     width, height = Image.open(files["photo"]).size
@@ -76,6 +77,7 @@ def test_predict_endpoint_for_gradio_client(served):
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert set(confidences) == {"fake", "real"} and confidences["fake"] + confidences["real"] == pytest.approx(1.0)
     assert confidences["fake"] == pytest.approx(predictor.predict(files["photo"]).fake_probability, abs=1e-6)
+    assert len(app.sessions) == 1 and app.sessions.nbytes() == width * height * (3 + 4)  # this client's map and photo
     for name, message in (("notes", "not an image"), ("huge", f"more than the limit of {MAX_PIXELS:,}")):
         with pytest.raises(Exception, match=message):
             client.predict(gradio_client.handle_file(str(files[name])), 0.5, api_name="/predict")
@@ -87,7 +89,7 @@ def test_predict_endpoint_for_gradio_client(served):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no Chromium at /usr/bin/chromium: apt-get install -y chromium")
 def test_page_in_headless_chromium(served, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
-    url, files, predictor = served
+    url, files, predictor, _ = served
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 
-from imdlbenco_maskclip.model.attention import MultiHeadAttention
+from imdlbenco_maskclip.model import attention
+from imdlbenco_maskclip.model.attention import MultiHeadAttention, attend
 from imdlbenco_maskclip.model.detection_head import DetectionHead
 from imdlbenco_maskclip.model.fusion import ClipToSideFusion
 from imdlbenco_maskclip.model.mask_decoder import ChannelNorm, MaskDecoder, PointwiseConv, TextQueryAttention
@@ -41,6 +42,24 @@ def test_multi_head_attention_equals_torchs():
     query, context = torch.randn(2, 5, 64, device=DEVICE), torch.randn(2, 40, 64, device=DEVICE)
     assert close(attn(query, context), plain_attention(attn, query, context))
     assert close(attn(query), plain_attention(attn, query, query))
+
+
+def test_cpu_bf16_attention_without_gradient_is_sdpas_function_in_chunks(monkeypatch):
+    """The explicit bf16 path computes what SDPA computes (to bf16 rounding), in any number
+    of query chunks, and is taken only where it is meant to be."""
+    torch.manual_seed(4)
+    q, k, v = (torch.randn(2, 3, 50, 16) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q, k, v, scale=0.3)
+    low = [t.bfloat16() for t in (q, k, v)]
+    with torch.no_grad():
+        whole = attend(*low, scale=0.3)
+        monkeypatch.setattr(attention, "SCORE_BUDGET", 2 * 3 * 50 * 7)  # 7 query rows per chunk
+        chunked = attend(*low, scale=0.3)
+    assert whole.dtype is torch.bfloat16 and torch.equal(whole, chunked)
+    assert (whole.float() - exact).abs().max() < 0.03
+    with torch.no_grad():  # fp32: SDPA itself
+        assert torch.equal(attend(q, k, v), F.scaled_dot_product_attention(q, k, v))
+    assert torch.equal(attend(*low), F.scaled_dot_product_attention(*low))  # gradient on: SDPA
 
 
 def test_text_query_attention_equals_plain_attention_without_projecting_the_context():
