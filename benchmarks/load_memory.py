@@ -3,7 +3,7 @@
 Writes a 3.14 GB file in the layout of the released ``MaskCLIP_sd15_*.pth`` files (published
 state dict with the frozen CLIP, AdamW state for every trainable tensor, scaler, epoch, ``args``;
 random values) unless ``--file`` names one, then loads it in fresh processes, each measuring
-with ``ru_maxrss`` the peak RSS above its RSS before the call, and what it still holds after:
+its peak RSS above its RSS before the call (``VmHWM``, reset before the call), and what it still holds after:
 
 * ``load_model`` (memory-mapped file, MaskCLIP built on the meta device, tensors assigned);
 * as before (the whole file read, optimizer included; the network built with its own weights;

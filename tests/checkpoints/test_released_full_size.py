@@ -3,7 +3,7 @@ published state dict with the frozen CLIP, AdamW state for every trainable tenso
 epoch, ``args``), written once for the module:
 
 * ``load_model`` peaks at no more than 1.25x the loaded model's bytes above the RSS before the
-  call (``ru_maxrss``, in a fresh process, loading only);
+  call (the peak RSS of a fresh process, ``VmHWM`` reset before the call, loading only);
 * ``benco predict --checkpoint hf://nebula/MaskCLIP-weights/FILE`` with ``HF_HUB_OFFLINE=1`` and
   the file in a Hugging Face cache gives the outputs of the file's local path;
 * ``benco weights export`` gives a folder of at most the model's own bytes whose outputs are the

@@ -10,8 +10,7 @@ a setting: ``paper`` gives the full 3.14 GB file, ``tiny`` a scaled-down one of 
 (the sha256 for LFS files), ``snapshots/<commit>/<path>`` relative links, ``refs/<revision>``.
 
 ``python -m tests.support.released_layout measure FILE [--before]`` loads FILE in this fresh
-process and prints, as JSON, the peak RSS above the RSS before the call (``ru_maxrss``), what is
-held after it, the loaded model's own bytes, and the peak once one forward has run: through
+process and prints, as JSON, the peak RSS above the RSS before the call, what is held after it, the loaded model's own bytes, and the peak once one forward has run: through
 ``load_model``, or (``--before``) as loading worked before it held the model once (read the
 whole file, build the network, copy the weights in).
 """
@@ -22,7 +21,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -172,6 +170,21 @@ def _rss() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak() -> None:
+    """Start this process's peak RSS (``VmHWM``) afresh. ``ru_maxrss`` cannot serve: Linux
+    carries the parent's RSS at fork across ``exec``, so a process started by a large one (a
+    pytest run holding models) reports the parent's peak, not its own."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def _peak() -> int:
+    """The peak RSS since ``_reset_peak``."""
+    with open("/proc/self/status") as handle:
+        line = next(line for line in handle if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def _load_as_before(path: Path) -> torch.nn.Module:
     """Loading as it was before the model was held once: the whole file read into memory
     (optimizer included), the network built with its own random weights, the weights copied."""
@@ -196,13 +209,14 @@ def measure(path: Path, before: bool) -> dict:
     import imdlbenco_maskclip
 
     start = _rss()
+    _reset_peak()
     model = _load_as_before(path) if before else imdlbenco_maskclip.load_model(path)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak()
     after = _rss()
     model_bytes = sum(t.nbytes for t in model.parameters()) + sum(t.nbytes for t in model.buffers())
     with torch.no_grad():
         model(image=torch.zeros(1, 3, 64, 64))
-    with_forward = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with_forward = _peak()
     return {
         "peak_above_start": peak - start,
         "held_after": after - start,
