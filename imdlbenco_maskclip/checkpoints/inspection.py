@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from imdlbenco_maskclip.checkpoints import folder, loading
+from imdlbenco_maskclip.checkpoints import folder, hub, loading
 
 BLOCK = 1 << 24
 
@@ -116,5 +116,22 @@ def describe(checkpoint: str, check: bool = True, model_name: str | None = None)
 def weights_file(stored: loading.Checkpoint) -> Path:
     """The file holding a checkpoint's weights here: the file itself, or a weight folder's
     ``model.safetensors``."""
-    path = stored.located.path if stored.located else Path(stored.path)
+    return _weights_in(stored.located.path if stored.located else Path(stored.path))
+
+
+def _weights_in(path: Path) -> Path:
     return path / folder.WEIGHTS if path.is_dir() else path
+
+
+def with_sha256(source: Mapping[str, Any]) -> dict[str, Any]:
+    """``source`` (``Checkpoint.source``, as a ``Predictor`` keeps it) with the sha256 of its
+    weights: the hub's when recorded, else computed from the local file (a weight folder's
+    ``model.safetensors``); as it is when it names no local checkpoint. Identifies the weights
+    when the path alone does not (a file overwritten by a later run)."""
+    record = dict(source)
+    given = record.get("checkpoint")
+    if given and not record.get("sha256") and not hub.is_reference(given):
+        path = _weights_in(Path(given).expanduser())
+        if path.is_file():
+            record["sha256"] = sha256_file(path)
+    return record

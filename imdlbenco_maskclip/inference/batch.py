@@ -35,6 +35,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from imdlbenco_maskclip.checkpoints import inspection
 from imdlbenco_maskclip.common import pictures
 from imdlbenco_maskclip.common.atomic import write_text
 from imdlbenco_maskclip.common.errors import UserError
@@ -187,9 +188,10 @@ def _summary(runtime: Runtime, mine: JobSummary) -> JobSummary:
 
 
 def run_facts(predictor: Predictor, masks: str) -> dict[str, Any]:
-    """What a part records of the run: the weights' source, precision, threshold, model and input handling."""
+    """What a part records of the run: the weights' source (with their sha256), precision,
+    threshold, model and input handling."""
     return {
-        "source": predictor.source,
+        "source": inspection.with_sha256(predictor.source),
         "precision": predictor.precision,
         "threshold": predictor.threshold,
         "model": type(predictor.model).__name__,

@@ -12,8 +12,8 @@ Columns: ``source``, ``key``, ``width``, ``height``, ``fake_probability``,
 ``datasets.Image`` struct of bytes and path; left out with ``--masks none``) and ``error``. The
 schema's ``huggingface`` metadata holds the ``datasets`` features, so ``load_dataset("parquet")``
 gives the mask as an image; ``imdlbenco_maskclip`` holds the run's facts as JSON (the weights'
-``source``, ``precision``, ``threshold``, model, image size, padding, masks), the same in every
-part of a run.
+``source`` with their sha256, ``precision``, ``threshold``, model, image size, padding, masks),
+the same in every part of a run.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def recorded_facts(part: Path) -> dict[str, Any]:
 
 
 def check_same_run(parts: Iterable[Path], facts: Mapping[str, Any]) -> None:
-    """A ``UserError`` naming the part and what differs when a part was written by another
-    model, precision or mask setting than ``facts`` describe."""
+    """A ``UserError`` naming the part and what differs when a part was written by other
+    weights, model, precision, threshold or mask setting than ``facts`` describe."""
     for part in parts:
         recorded = recorded_facts(part)
         differ = sorted(k for k in set(recorded) | set(facts) if recorded.get(k) != facts.get(k))
@@ -151,7 +151,7 @@ def check_same_run(parts: Iterable[Path], facts: Mapping[str, Any]) -> None:
             details = "; ".join(f"{k}: {recorded.get(k)!r} there, {facts.get(k)!r} now" for k in differ)
             raise UserError(
                 f"--resume: {part} was written by another setting ({details}); resume with that run's "
-                f"--checkpoint, --image_size, --if_padding, --amp and --masks, or use another --output_dir"
+                f"--checkpoint, --image_size, --if_padding, --amp, --threshold and --masks, or use another --output_dir"
             )
 
 

@@ -11,7 +11,7 @@ import pytest
 from safetensors import safe_open
 
 import imdlbenco_maskclip
-from imdlbenco_maskclip.checkpoints import export, folder
+from imdlbenco_maskclip.checkpoints import export, folder, inspection
 from imdlbenco_maskclip.checkpoints.loading import FOLDER, read_checkpoint
 from imdlbenco_maskclip.inference.predictor import Predictor
 from tests.support.released_layout import (
@@ -81,3 +81,13 @@ def test_a_folder_on_the_hub_loads_from_the_cache_offline(released, exported, tm
 def test_a_folder_that_is_not_a_weight_folder_is_named(tmp_path):
     with pytest.raises(imdlbenco_maskclip.common.errors.UserError, match="without model.safetensors and config.json"):
         imdlbenco_maskclip.load_model(tmp_path)
+
+
+def test_a_local_checkpoint_is_recorded_with_the_sha256_of_its_weights_file(tmp_path):
+    """What ``benco predict --format parquet`` records of the weights: a weight folder is
+    identified by its ``model.safetensors``; a hub record keeps what the hub said."""
+    (tmp_path / folder.WEIGHTS).write_bytes(b"weights")
+    recorded = inspection.with_sha256({"checkpoint": str(tmp_path)})
+    assert recorded == {"checkpoint": str(tmp_path), "sha256": sha256_of(tmp_path / folder.WEIGHTS)}
+    from_hub = {"checkpoint": f"hf://{REPO}/{RELEASED_NAME}", "revision": COMMIT}
+    assert inspection.with_sha256(from_hub) == from_hub

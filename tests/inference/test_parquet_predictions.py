@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -76,7 +77,9 @@ def test_parts_hold_one_row_per_input_and_read_back_with_pyarrow_and_datasets(
     assert {r["source"] for r in rows if r["key"].startswith(("entire/", "partial/"))} == set(inputs[1:])
 
     facts = json.loads(pq.read_schema(straight / "predictions" / parts[0]).metadata[b"imdlbenco_maskclip"])
-    assert facts["source"] == predictor.source and facts["precision"] == predictor.precision == "float32"
+    sha256 = hashlib.sha256(Path(tiny_checkpoint).read_bytes()).hexdigest()
+    assert facts["source"] == {"checkpoint": str(tiny_checkpoint), "sha256": sha256}
+    assert facts["precision"] == predictor.precision == "float32" and facts["threshold"] == predictor.threshold == 0.5
     assert (facts["model"], facts["image_size"], facts["padding"], facts["masks"]) == ("MaskCLIP", 64, False, "png")
 
     table = pyarrow.dataset.dataset(straight / "predictions").to_table(columns=["source", "key", "fake_probability"])
@@ -111,6 +114,9 @@ def test_resume_predicts_what_a_killed_run_left_and_nothing_twice(straight, tiny
     assert "pass --resume to continue it" in capsys.readouterr().err
     assert predict(tiny_checkpoint, inputs, tmp_path, "--resume", "--amp", "bf16") == 2
     assert "precision: 'float32' there, 'bfloat16' now" in capsys.readouterr().err
+    assert predict(tiny_checkpoint, inputs, tmp_path, "--resume", "--threshold", "0.3") == 2
+    refused = capsys.readouterr().err
+    assert "threshold: 0.5 there, 0.3 now" in refused and "--threshold and --masks" in refused
     assert predict(tiny_checkpoint, inputs[:1], tmp_path, "--resume") == 2
     assert "not among INPUTS" in capsys.readouterr().err
 
