@@ -1,13 +1,15 @@
 """``benco predict`` under torchrun on CPU (gloo): one process or two give the same predictions of
 a mix of shards and image files, and a killed parquet run resumed with another number of
-processes gives every input exactly once."""
+processes, launched as on two machines, gives every input exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +33,40 @@ def torchrun(processes: int, program: list[str], *argv: str) -> subprocess.Compl
     done = subprocess.run([*command, *program, *argv], capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def torchrun_on_two_machines(logs: Path, program: list[str], *argv: str) -> str:
+    """The README's several-machines command, as two machines of one process each would run it:
+    two launchers meeting at one c10d rendezvous endpoint (here on this machine). Their output,
+    through files under ``logs`` (a full pipe of one would stall both)."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    rendezvous = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_id", "predict-test", "--rdzv_backend", "c10d"]
+    command = [sys.executable, "-m", "torch.distributed.run", *rendezvous, "--rdzv_endpoint", f"localhost:{port}"]
+    logs.mkdir()
+    files = [logs / f"machine{n}.log" for n in range(2)]
+    with contextlib.ExitStack() as stack:
+        launchers = [
+            subprocess.Popen(
+                [*command, *program, *argv],
+                stdout=stack.enter_context(open(file, "w")),
+                stderr=subprocess.STDOUT,
+                env=ENV,
+            )
+            for file in files
+        ]
+        try:
+            for launcher in launchers:
+                launcher.wait(timeout=600)
+        finally:  # one that failed leaves the other waiting for it
+            for launcher in launchers:
+                if launcher.poll() is None:
+                    launcher.kill()
+    outputs = [file.read_text() for file in files]
+    for launcher, output in zip(launchers, outputs):
+        assert launcher.returncode == 0, output[-3000:]
+    return "".join(outputs)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +138,7 @@ def test_one_and_two_processes_predict_the_same(job, one_process, tmp_path):
     assert len(list((files / "masks").iterdir())) == len(list((files / "overlays").iterdir())) == 46
 
 
-def test_a_killed_run_resumed_by_two_processes_predicts_each_input_once(job, one_process, tmp_path):
+def test_a_killed_run_resumed_on_two_machines_predicts_each_input_once(job, one_process, tmp_path):
     command = [sys.executable, "-m", "imdlbenco_maskclip", *job, "--format", "parquet", "--output_dir", str(tmp_path)]
     killed = subprocess.Popen(
         [*command, "--part_size", "2", "--batch_size", "1", "--num_workers", "1"],
@@ -121,9 +157,16 @@ def test_a_killed_run_resumed_by_two_processes_predicts_each_input_once(job, one
     before = parquet_rows(tmp_path)
     assert 6 <= len(before) < 47
 
-    done = torchrun(
-        2, ["-m", "imdlbenco_maskclip"], *job, "--format", "parquet", "--resume", "--output_dir", str(tmp_path)
+    resumed = torchrun_on_two_machines(
+        tmp_path / "logs",
+        ["-m", "imdlbenco_maskclip"],
+        *job,
+        "--format",
+        "parquet",
+        "--resume",
+        "--output_dir",
+        str(tmp_path),
     )
-    assert f"{len(before)} predicted before (--resume)" in done.stdout
+    assert f"{len(before)} predicted before (--resume) by 2 processes" in resumed
     assert not prediction_parts.temporaries(folder)
     assert_same_predictions(parquet_rows(tmp_path), one_process)
