@@ -100,6 +100,21 @@ def test_masks_none_leaves_the_column_out(tiny_checkpoint, inputs, tmp_path):
     assert list(features) == table.column_names
 
 
+def test_resume_refuses_other_weights_at_the_same_path(tiny_checkpoint, inputs, tmp_path, capsys):
+    """A checkpoint overwritten by a later run (here: the same weights saved again with another
+    epoch) is other weights: its parts do not mix with the earlier ones."""
+    import torch
+
+    from imdlbenco_maskclip.checkpoints.layout import save_atomic
+
+    checkpoint = tmp_path / "checkpoint-best.pth"
+    shutil.copy(tiny_checkpoint, checkpoint)
+    assert predict(checkpoint, inputs[:1], tmp_path / "out", "--masks", "none", "--part_size", "2") == 0
+    save_atomic({**torch.load(tiny_checkpoint, weights_only=False), "epoch": 7}, checkpoint)
+    assert predict(checkpoint, inputs[:1], tmp_path / "out", "--masks", "none", "--resume") == 2
+    assert "was written by another setting (source: " in capsys.readouterr().err
+
+
 def test_resume_predicts_what_a_killed_run_left_and_nothing_twice(straight, tiny_checkpoint, inputs, tmp_path, capsys):
     """A run killed in its third part leaves two complete parts and a temporary; resumed, with
     another batch size and part size, it gives the uninterrupted run's rows, each once."""
