@@ -164,8 +164,8 @@ def test_benco_test_of_a_hub_file_writes_under_opensdi_results_and_records_it(
     data = tmp_path / "data"
     write_synthetic_opensdi(data, generators=("sd3",), n_per_class=1, image_size=64, seed=5)
     monkeypatch.chdir(tmp_path)
-    argv = ["test", "--checkpoint", REFERENCE, "--test_data_path", str(data), "--device", "cpu", "--num_workers", "0"]
-    assert benco.main(argv) == 0
+    argv = ["test", "--config", "opensdi_test", "--checkpoint", REFERENCE, "--test_data_path", str(data)]
+    assert benco.main([*argv, "--generators", "sd3", "--device", "cpu", "--num_workers", "0"]) == 0
     results_dir = tmp_path / "opensdi_results" / Path(RELEASED_NAME).stem
     results = json.loads((results_dir / "opensdi_results.json").read_text())
     assert results["checkpoint"] == REFERENCE
