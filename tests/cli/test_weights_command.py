@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet
 import pytest
 import torch
 from PIL import Image
@@ -130,7 +131,9 @@ def test_an_earlier_layout_is_refused_with_what_differs(earlier_variant, capsys,
     assert not (tmp_path / "out").exists()
 
 
-def test_benco_predict_takes_a_hub_reference_offline_with_the_local_files_outputs(released, hub_cache, tmp_path):
+def test_benco_predict_takes_a_hub_reference_offline_with_the_local_files_outputs_and_records_it(
+    released, hub_cache, tmp_path
+):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photo)
     masks = {}
@@ -153,6 +156,16 @@ def test_benco_predict_takes_a_hub_reference_offline_with_the_local_files_output
         np.asarray(Image.open(tmp_path / "local/masks/photo.png")),
         np.asarray(Image.open(tmp_path / "hub/masks/photo.png")),
     )
+    argv = ["predict", "--checkpoint", REFERENCE, str(photo), "--device", "cpu", "--format", "parquet"]
+    assert benco.main([*argv, "--masks", "none", "--output_dir", str(tmp_path / "parts")]) == 0
+    part = next((tmp_path / "parts" / "predictions").glob("part-*.parquet"))
+    facts = json.loads(pyarrow.parquet.read_schema(part).metadata[b"imdlbenco_maskclip"])
+    assert facts["source"] == {
+        "checkpoint": REFERENCE,
+        "reference": REFERENCE,
+        "revision": COMMIT,
+        "sha256": sha256_of(released),
+    }
 
 
 @pytest.mark.slow  # a benco test run
