@@ -12,6 +12,7 @@ import pyarrow.parquet
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 import imdlbenco_maskclip
 from imdlbenco_maskclip.cli import benco
@@ -73,6 +74,31 @@ def test_export_without_clip_checks_the_clip_against_its_source(released, clip_f
     with_clip, without = imdlbenco_maskclip.load_model(released), imdlbenco_maskclip.load_model(out)
     assert without.clip_source == str(clip_file)
     assert same_outputs(forward(with_clip), forward(without))
+    assert benco.main(["weights", "info", str(out)]) == 0
+    assert f"left out; rebuilt from {clip_file}" in capsys.readouterr().out
+
+
+def test_a_clip_the_checkpoint_left_out_stays_out_of_the_folder_with_its_source(clip_file, tmp_path, capsys):
+    import argparse
+
+    from imdlbenco_maskclip.checkpoints.layout import save_atomic
+    from imdlbenco_maskclip.model import build_maskclip
+
+    torch.manual_seed(0)
+    options = {"setting": "tiny", "clip_pretrained": str(clip_file)}
+    weights = build_maskclip(**options).state_dict()  # as benco train saves it: no frozen CLIP
+    assert weights and not any(key.startswith("clip.") for key in weights)
+    checkpoint = tmp_path / "checkpoint-best.pth"
+    args = argparse.Namespace(image_size=64, if_padding=False, model="MaskCLIP")
+    save_atomic({"model": weights, "model_name": "MaskCLIP", "model_args": options, "args": args}, checkpoint)
+    out = tmp_path / "folder"
+    assert benco.main(["weights", "export", str(checkpoint), str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["clip"] == {"in_file": False, "source": str(clip_file), "left_out": "checkpoint"}
+    with safe_open(out / "model.safetensors", "pt") as stored:
+        assert set(stored.keys()) == set(weights)
+    assert "left out by the training run" in (out / "README.md").read_text()
+    assert same_outputs(forward(imdlbenco_maskclip.load_model(checkpoint)), forward(imdlbenco_maskclip.load_model(out)))
     assert benco.main(["weights", "info", str(out)]) == 0
     assert f"left out; rebuilt from {clip_file}" in capsys.readouterr().out
 
