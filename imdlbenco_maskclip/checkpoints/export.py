@@ -119,6 +119,8 @@ def prepare(
         "precision": saved.precision,
         "weights_dtype": ", ".join(dtypes),
         "selected_on": saved.selected_on,
+        "selection_data": saved.selection_data,
+        "val_threshold": saved.val_threshold,
         "training_data": training_data(saved.run_args),
         "epoch": saved.epoch,
         **({"clip": clip} if clip is not None else {}),

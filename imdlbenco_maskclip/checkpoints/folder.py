@@ -3,9 +3,11 @@
 * ``model.safetensors``: the model's weights under its own names, nothing else (no optimizer,
   no scaler); every tensor stored as its own, even where the checkpoint's shared a storage.
 * ``config.json``: how to rebuild the network and feed it: ``model`` and ``model_args``,
-  ``image_size``, ``if_padding``, ``precision``, ``selected_on``, ``training_data``, ``clip``
-  (whether the file holds the frozen CLIP, else where it comes from), where it was exported
-  from and the versions that wrote it.
+  ``image_size``, ``if_padding``, ``precision``, ``selected_on`` and ``selection_data`` (what
+  ``benco test`` warns about), ``val_threshold`` (the default threshold of ``Predictor``,
+  ``benco predict`` and ``serve``), ``training_data``, ``clip`` (whether the file holds the
+  frozen CLIP, else where it comes from), where it was exported from and the versions that
+  wrote it.
 * ``README.md``: the model card (its text comes from ``evaluation.model_card``).
 
 ``config.json`` is written last, so a folder an interrupted export left is not taken for a
@@ -60,7 +62,8 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def read(path: Path) -> TrainingState:
     """A weight folder as a checkpoint's ``TrainingState``: its weights (memory-mapped), model,
-    options, test-time size and padding (as ``run_args``), epoch, precision and ``selected_on``."""
+    options, test-time size and padding (as ``run_args``), epoch, precision, what it was
+    selected on and its ``val_threshold``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -78,6 +81,8 @@ def read(path: Path) -> TrainingState:
         epoch=config.get("epoch"),
         precision=config.get("precision"),
         selected_on=config.get("selected_on"),
+        selection_data=config.get("selection_data"),
+        val_threshold=config.get("val_threshold"),
     )
 
 

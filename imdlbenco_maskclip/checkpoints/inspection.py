@@ -94,6 +94,8 @@ def describe(checkpoint: str, check: bool = True, model_name: str | None = None)
         facts["frozen CLIP"] = clip
     facts["epoch"] = "not recorded" if saved.epoch is None else str(saved.epoch)
     facts["selected on"] = saved.selected_on or "not recorded"
+    if saved.val_threshold is not None:
+        facts["threshold"] = f"{saved.val_threshold:g} (val_threshold, chosen on held-out validation)"
     facts["image size"] = (
         f"{saved.image_size} ({'padded' if saved.padding else 'resized'})" if saved.image_size else "not recorded"
     )

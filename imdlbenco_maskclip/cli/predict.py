@@ -59,8 +59,9 @@ OPTIONS = [
     ),
     replace(
         options.PADDING,
+        default=None,
         help="zero-pad to --image_size instead of resizing (a larger image is first shrunk to fit; "
-        "masks come back at the original size); without it, as the checkpoint's run did",
+        "masks come back at the original size); unset (flag or config): as the checkpoint's run did",
     ),
     THRESHOLD,
     MAX_PIXELS,
@@ -134,7 +135,7 @@ def build_predictor(config: RunConfig, device: torch.device | None = None) -> Pr
         device or values["device"],
         values["image_size"],
         values["amp"],
-        padding=True if values["if_padding"] else None,
+        padding=values["if_padding"],
         max_pixels=photos.allow_pixels(values["max_pixels"]),
         model_name=values["model"],
         threshold=values["threshold"],

@@ -64,6 +64,7 @@ def model_card(config: Mapping[str, Any], weights_summary: str, results: Path | 
     ``weights_summary`` says what ``model.safetensors`` holds; ``results`` adds the table."""
     source = config.get("exported_from") or {}
     options = ", ".join(f"{k}={v}" for k, v in sorted((config.get("model_args") or {}).items())) or "-"
+    threshold = config.get("val_threshold")
     facts = {
         "model": f"`{config['model']}` ({options})",
         "input": f"{config.get('image_size')} px, {'zero-padded' if config.get('if_padding') else 'resized'}",
@@ -73,6 +74,7 @@ def model_card(config: Mapping[str, Any], weights_summary: str, results: Path | 
         "precision": config.get("precision") or "not recorded",
         "epoch": config.get("epoch") if config.get("epoch") is not None else "not recorded",
         "selected on": config.get("selected_on") or "not recorded",
+        **({"threshold": f"{threshold:g} (chosen on held-out validation)"} if threshold is not None else {}),
         "exported from": f"`{source.get('checkpoint')}` ({source.get('layout')}"
         + (f", revision {source['revision']}" if source.get("revision") else "")
         + (f", sha256 {source['sha256']}" if source.get("sha256") else "")

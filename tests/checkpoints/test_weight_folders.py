@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors import safe_open
 
 import imdlbenco_maskclip
@@ -76,6 +77,26 @@ def test_a_folder_on_the_hub_loads_from_the_cache_offline(released, exported, tm
         assert same_outputs(expected, forward(imdlbenco_maskclip.load_model(reference))), reference
     source = read_checkpoint(f"hf://{REPO}/exports/tiny/").source
     assert (source["revision"], source["sha256"]) == (COMMIT, sha256_of(exported / folder.WEIGHTS))
+
+
+def test_a_folder_keeps_what_benco_test_warns_about_and_the_threshold_predictions_use(
+    exported, tiny_checkpoint, tmp_path
+):
+    from imdlbenco_maskclip.evaluation.test_run import selection_warnings
+
+    recorded = read_checkpoint(exported).saved  # from a released file: chosen on OpenSDI_test sd15
+    assert recorded.selection_data == {"data_path": "nebula/OpenSDI_test", "rows": ["sd15"]}
+    assert selection_warnings(recorded.selection_data, ["nebula/OpenSDI_test"], ["sd15", "sd3"])
+
+    payload = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    chosen = tmp_path / "checkpoint-best.pth"
+    torch.save({**payload, "val_threshold": 0.3, "selected_on": "validation: 1% of the training rows"}, chosen)
+    prepared = export.prepare(str(chosen))
+    folder.write(tmp_path / "out", prepared.weights, prepared.config, "# card\n")
+    predictor = Predictor.from_checkpoint(tmp_path / "out", device="cpu")
+    assert predictor.threshold == 0.3 == Predictor.from_checkpoint(chosen, device="cpu").threshold
+    assert read_checkpoint(tmp_path / "out").saved.selected_on == "validation: 1% of the training rows"
+    assert inspection.describe(str(tmp_path / "out"), check=False).facts["threshold"].startswith("0.3 (val_threshold")
 
 
 def test_a_folder_that_is_not_a_weight_folder_is_named(tmp_path):

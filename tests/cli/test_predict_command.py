@@ -1,4 +1,5 @@
-"""``benco predict`` makes OpenMP threads sleep while they wait, unless the user chose how."""
+"""``benco predict`` makes OpenMP threads sleep while they wait, unless the user chose how; it
+pads or resizes as the checkpoint's run did unless the flag or the config says."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from imdlbenco_maskclip.cli import benco, options, predict
 from imdlbenco_maskclip.cli.predict import wait_passively
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,3 +34,25 @@ def test_openmp_waits_passively_unless_the_user_chose(monkeypatch):
 
     wait_passively()
     assert "OMP_WAIT_POLICY" not in os.environ
+
+
+def test_padding_is_the_checkpoint_runs_unless_the_flag_or_the_config_says(tiny_checkpoint, tmp_path):
+    import argparse
+
+    import torch
+
+    payload = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    padded = tmp_path / "padded.pth"
+    torch.save({**payload, "args": argparse.Namespace(**{**vars(payload["args"]), "if_padding": True})}, padded)
+    config = tmp_path / "resize.yaml"
+    config.write_text("if_padding: false\n")
+    parser = benco.build_parser()
+    for checkpoint, extra, expected in (
+        (padded, [], True),
+        (padded, ["--config", str(config)], False),
+        (tiny_checkpoint, [], False),
+        (tiny_checkpoint, ["--if_padding"], True),
+    ):
+        args = parser.parse_args(["predict", "photo.jpg", "--checkpoint", str(checkpoint), "--device", "cpu", *extra])
+        built = predict.build_predictor(options.resolve(predict.OPTIONS, args, args.config))
+        assert built.padding is expected, (checkpoint, extra)

@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 import imdlbenco_maskclip
 from imdlbenco_maskclip.cli import benco
@@ -76,6 +78,31 @@ def test_export_without_clip_checks_the_clip_against_its_source(released, clip_f
     assert f"left out; rebuilt from {clip_file}" in capsys.readouterr().out
 
 
+def test_a_clip_the_checkpoint_left_out_stays_out_of_the_folder_with_its_source(clip_file, tmp_path, capsys):
+    import argparse
+
+    from imdlbenco_maskclip.checkpoints.layout import save_atomic
+    from imdlbenco_maskclip.model import build_maskclip
+
+    torch.manual_seed(0)
+    options = {"setting": "tiny", "clip_pretrained": str(clip_file)}
+    weights = build_maskclip(**options).state_dict()  # as benco train saves it: no frozen CLIP
+    assert weights and not any(key.startswith("clip.") for key in weights)
+    checkpoint = tmp_path / "checkpoint-best.pth"
+    args = argparse.Namespace(image_size=64, if_padding=False, model="MaskCLIP")
+    save_atomic({"model": weights, "model_name": "MaskCLIP", "model_args": options, "args": args}, checkpoint)
+    out = tmp_path / "folder"
+    assert benco.main(["weights", "export", str(checkpoint), str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["clip"] == {"in_file": False, "source": str(clip_file), "left_out": "checkpoint"}
+    with safe_open(out / "model.safetensors", "pt") as stored:
+        assert set(stored.keys()) == set(weights)
+    assert "left out by the training run" in (out / "README.md").read_text()
+    assert same_outputs(forward(imdlbenco_maskclip.load_model(checkpoint)), forward(imdlbenco_maskclip.load_model(out)))
+    assert benco.main(["weights", "info", str(out)]) == 0
+    assert f"left out; rebuilt from {clip_file}" in capsys.readouterr().out
+
+
 def test_export_puts_the_protocol_table_in_the_model_card(released, tmp_path):
     results = tmp_path / "opensdi_results.json"
     row = {"pixel_f1": 0.5, "pixel_iou": 0.4, "image_f1": 0.7, "image_acc": 0.75, "n_pixel": 5, "n_images": 20}
@@ -130,7 +157,9 @@ def test_an_earlier_layout_is_refused_with_what_differs(earlier_variant, capsys,
     assert not (tmp_path / "out").exists()
 
 
-def test_benco_predict_takes_a_hub_reference_offline_with_the_local_files_outputs(released, hub_cache, tmp_path):
+def test_benco_predict_takes_a_hub_reference_offline_with_the_local_files_outputs_and_records_it(
+    released, hub_cache, tmp_path
+):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photo)
     masks = {}
@@ -153,6 +182,16 @@ def test_benco_predict_takes_a_hub_reference_offline_with_the_local_files_output
         np.asarray(Image.open(tmp_path / "local/masks/photo.png")),
         np.asarray(Image.open(tmp_path / "hub/masks/photo.png")),
     )
+    argv = ["predict", "--checkpoint", REFERENCE, str(photo), "--device", "cpu", "--format", "parquet"]
+    assert benco.main([*argv, "--masks", "none", "--output_dir", str(tmp_path / "parts")]) == 0
+    part = next((tmp_path / "parts" / "predictions").glob("part-*.parquet"))
+    facts = json.loads(pyarrow.parquet.read_schema(part).metadata[b"imdlbenco_maskclip"])
+    assert facts["source"] == {
+        "checkpoint": REFERENCE,
+        "reference": REFERENCE,
+        "revision": COMMIT,
+        "sha256": sha256_of(released),
+    }
 
 
 @pytest.mark.slow  # a benco test run
@@ -164,8 +203,8 @@ def test_benco_test_of_a_hub_file_writes_under_opensdi_results_and_records_it(
     data = tmp_path / "data"
     write_synthetic_opensdi(data, generators=("sd3",), n_per_class=1, image_size=64, seed=5)
     monkeypatch.chdir(tmp_path)
-    argv = ["test", "--checkpoint", REFERENCE, "--test_data_path", str(data), "--device", "cpu", "--num_workers", "0"]
-    assert benco.main(argv) == 0
+    argv = ["test", "--config", "opensdi_test", "--checkpoint", REFERENCE, "--test_data_path", str(data)]
+    assert benco.main([*argv, "--generators", "sd3", "--device", "cpu", "--num_workers", "0"]) == 0
     results_dir = tmp_path / "opensdi_results" / Path(RELEASED_NAME).stem
     results = json.loads((results_dir / "opensdi_results.json").read_text())
     assert results["checkpoint"] == REFERENCE
