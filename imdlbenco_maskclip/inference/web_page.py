@@ -112,8 +112,8 @@ def build_app(predictor: Predictor, examples: list[Path], max_queue: int = DEFAU
     worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskclip-model")
 
     def analyze(upload: dict | None, threshold: float, request: Any) -> tuple:
+        sessions.drop(request.session_hash)  # a new image: the slider must never redraw the last one
         if not upload:
-            sessions.drop(request.session_hash)
             return None, None, None
         path = upload.get("path") if isinstance(upload, dict) else None
         if not path:
@@ -129,7 +129,6 @@ def build_app(predictor: Predictor, examples: list[Path], max_queue: int = DEFAU
             ) from None
         label = _probability_label(result.fake_probability)
         if result.mask is None:
-            sessions.drop(request.session_hash)
             return None, None, label
         shown = at_display_size(result.image, result.mask)
         sessions.put(request.session_hash, shown)
@@ -144,7 +143,10 @@ def build_app(predictor: Predictor, examples: list[Path], max_queue: int = DEFAU
             return None
         shown = sessions.get(request.session_hash)
         if shown is None:
-            gr.Warning(f"The image is no longer kept ({SESSION_TTL / 60:.0f} minutes unused); drop it again.")
+            gr.Warning(
+                "No probability map is kept for this image (none was made, or it went unused for "
+                f"{SESSION_TTL / 60:.0f} minutes); drop it again."
+            )
             return gr.skip()
         return pictures.overlay(shown.image, shown.probability, threshold)
 

@@ -81,6 +81,7 @@ def test_predict_endpoint_for_gradio_client(served):
     for name, message in (("notes", "not an image"), ("huge", f"more than the limit of {MAX_PIXELS:,}")):
         with pytest.raises(Exception, match=message):
             client.predict(gradio_client.handle_file(str(files[name])), 0.5, api_name="/predict")
+    assert len(app.sessions) == 0  # the photo's map went with the new upload: the slider cannot redraw it
     with pytest.raises(Exception, match="(?i)size|large"):
         client.predict(gradio_client.handle_file(str(files["big_file"])), 0.5, api_name="/predict")
 
