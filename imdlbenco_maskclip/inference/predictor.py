@@ -201,8 +201,9 @@ class Predictor:
         ``image_size`` and ``padding`` default to the training run's (its ``args.image_size``,
         ``if_padding``/``if_resizing``), else 512 and resizing;
         ``amp``: auto (``common.precision``: bf16/fp16 on a GPU, bf16 on a CPU that computes it
-        natively, else off), off, bf16 or fp16; ``max_pixels``: larger images are refused (default: Pillow's ``MAX_IMAGE_PIXELS``); ``threshold``: default the
-        checkpoint's ``val_threshold`` (chosen on held-out validation), else 0.5."""
+        natively, else off), off, bf16 or fp16; ``max_pixels``: larger images are refused
+        (default: Pillow's ``MAX_IMAGE_PIXELS``); ``threshold``: default the checkpoint's
+        ``val_threshold`` (chosen on held-out validation), else 0.5."""
         from imdlbenco_maskclip.checkpoints.loading import build_from_checkpoint, read_checkpoint
         from imdlbenco_maskclip.host.runtime import resolve_device
 

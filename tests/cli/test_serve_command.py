@@ -1,4 +1,5 @@
-"""``benco serve`` without gradio says how to install it (runs without the serve extra)."""
+"""``benco serve``'s options: without gradio it says how to install it; the threshold and the precision
+it predicts with (runs without the serve extra)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,19 @@ def test_serve_and_predict_take_the_checkpoints_threshold_unless_given(tiny_chec
     ):
         args = parser.parse_args([*argv, "--checkpoint", str(chosen), "--device", "cpu"])
         assert predict.build_predictor(options.resolve(table, args, None)).threshold == expected
+
+
+def test_serve_and_predict_default_to_bf16_on_a_cpu_that_computes_it(tiny_checkpoint, monkeypatch):
+    from imdlbenco_maskclip.cli import options, predict, serve
+    from imdlbenco_maskclip.common import precision
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # --max_pixels sets it for the process
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
+    parser = benco.build_parser()
+    for argv, table, expected in (
+        (["serve"], serve.OPTIONS, "bfloat16"),
+        (["predict", "photo.jpg"], predict.OPTIONS, "bfloat16"),
+        (["serve", "--amp", "off"], serve.OPTIONS, "float32"),
+    ):
+        args = parser.parse_args([*argv, "--checkpoint", str(tiny_checkpoint), "--device", "cpu"])
+        assert predict.build_predictor(options.resolve(table, args, None)).precision == expected

@@ -14,6 +14,7 @@ from PIL import Image
 
 from imdlbenco_maskclip import Predictor
 from imdlbenco_maskclip.cli import benco
+from imdlbenco_maskclip.common import precision
 from imdlbenco_maskclip.common.precision import INFERENCE, autocast_dtype, precision_name
 from imdlbenco_maskclip.inference.photos import UnreadableImage
 from imdlbenco_maskclip.inference.predictor import fit_inside
@@ -30,6 +31,18 @@ class RednessModel(torch.nn.Module):
     def forward(self, image: torch.Tensor, **_: object) -> dict:
         red = (image[:, :1] * 0.229 + 0.485).clamp(0, 1)
         return {"pred_mask": red, "pred_label": red.mean(dim=(1, 2, 3))}
+
+
+class AutocastProbe(RednessModel):
+    """``RednessModel`` that notes the CPU autocast dtype each forward runs under (None: none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.dtype | None] = []
+
+    def forward(self, image: torch.Tensor, **kwargs: object) -> dict:
+        self.seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return super().forward(image, **kwargs)
 
 
 def red_left_half(width: int, height: int) -> np.ndarray:
@@ -171,6 +184,18 @@ def test_predict_many_batches_give_the_single_image_answers(tiny_checkpoint, amp
         assert result.mask.shape == image.shape[:2]
         np.testing.assert_allclose(result.mask, alone.mask, atol=tolerance)
         assert result.fake_probability == pytest.approx(alone.fake_probability, abs=tolerance / 2)
+
+
+@pytest.mark.parametrize("native, computed_in", [(True, torch.bfloat16), (False, None)])
+def test_by_default_the_cpu_computes_in_bf16_where_it_computes_bf16_natively(monkeypatch, native, computed_in):
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: native)
+    model = AutocastProbe()
+    predictor = Predictor(model, image_size=32)  # amp left out: auto
+    predictor.predict(red_left_half(40, 30))
+    assert model.seen == [computed_in] and predictor.precision == precision_name(computed_in)
+    model.seen.clear()
+    Predictor(model, image_size=32, amp="off").predict(red_left_half(40, 30))  # given: used as given
+    assert model.seen == [None]
 
 
 def test_the_prompt_features_are_computed_once_for_many_predictions(predictor):
