@@ -37,10 +37,11 @@ def overlay(image: Image.Image, probability: np.ndarray, threshold: float = 0.5,
     return Image.fromarray(tinted.astype(np.uint8), mode="RGB")
 
 
-def save_png(picture: Image.Image, path: Path) -> None:
-    """Write a PNG atomically, so an interrupted run never leaves a truncated picture."""
+def save_png(picture: Image.Image, path: Path, compress_level: int = 6) -> None:
+    """Write a PNG atomically, so an interrupted run never leaves a truncated picture;
+    ``compress_level``: zlib's, 6 as Pillow's default, lower is faster and larger."""
     with atomic_path(path) as temporary:
-        picture.save(temporary, format="PNG")
+        picture.save(temporary, format="PNG", compress_level=compress_level)
 
 
 def grid(

@@ -63,7 +63,8 @@ WRITER_THREADS = min(4, os.cpu_count() or 1)
 """Threads that encode and write the masks while the model computes the next batch (Pillow's
 encoders and file writes release the GIL)."""
 PNG_LEVEL = 1
-"""zlib level of the masks' PNGs: 4-5x faster to write than Pillow's default 6 for 1.1-1.4x the bytes."""
+"""zlib level of the PNGs ``benco predict`` writes: 4-5x faster than Pillow's default 6 for
+1.1-1.4x the bytes on masks; on a 1024-px photo's overlay 3.1x faster for 1.09x the bytes."""
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +300,8 @@ def _file_row(
     row.update(fake_probability=result.fake_probability, manipulated_fraction=result.manipulated_fraction)
     row.update(threshold=result.threshold, precision=precision)
     if stem is not None and result.mask is not None:
-        pictures.save_png(result.mask_image(), output_dir / "masks" / f"{stem}.png")
-        pictures.save_png(result.overlay(), output_dir / "overlays" / f"{stem}.png")
+        pictures.save_png(result.mask_image(), output_dir / "masks" / f"{stem}.png", PNG_LEVEL)
+        pictures.save_png(result.overlay(), output_dir / "overlays" / f"{stem}.png", PNG_LEVEL)
         row["mask"] = f"masks/{stem}.png"
     return row
 
