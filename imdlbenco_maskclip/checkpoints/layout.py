@@ -72,6 +72,11 @@ class TrainingState:
             return False
         return None
 
+    def input_handling(self, image_size: int | None, padding: bool | None) -> tuple[int, bool]:
+        """The side and padding to feed images at: those given, else the run's, else
+        ``DEFAULT_IMAGE_SIZE`` and resizing."""
+        return image_size or self.image_size or DEFAULT_IMAGE_SIZE, bool(self.padding) if padding is None else padding
+
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
     """Save ``payload`` to ``path`` atomically, flushed to disk before the rename."""

@@ -296,8 +296,7 @@ def for_command(
     except FileNotFoundError as error:
         raise UserError(f"--checkpoint: {error}") from None
     name = model_name_for(stored, model_name)
-    size = image_size or stored.saved.image_size or layout.DEFAULT_IMAGE_SIZE
-    pad = bool(stored.saved.padding) if padding is None else padding
+    size, pad = stored.saved.input_handling(image_size, padding)
     model_args = models.parse_model_args(name, {**stored.model_options, **configured}, extra_flags, size)
     try:
         model = build_from_checkpoint(stored, name, **model_args)

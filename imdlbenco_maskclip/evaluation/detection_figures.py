@@ -72,7 +72,9 @@ def percentile_of_reals(p: np.ndarray, y: np.ndarray, w: np.ndarray, q: float) -
     """``numpy.percentile(reals, q)`` of each row's weighted sample of the reals (integer
     weights: each real repeated as often as its weight); NaN for a row without reals."""
     reals, cumulative = _sorted_reals(p, y, w)
-    total = cumulative[:, -1] if reals.size else np.zeros(len(w))
+    if not reals.size:
+        return np.full(len(w), np.nan)
+    total = cumulative[:, -1]
     virtual = (total - 1) * (q / 100)
     previous = np.floor(virtual)
     following = np.minimum(previous + 1, total - 1)
@@ -82,8 +84,6 @@ def percentile_of_reals(p: np.ndarray, y: np.ndarray, w: np.ndarray, q: float) -
         position = (cumulative <= k[:, None]).sum(axis=1)  # the first real whose cumulative weight exceeds k
         return reals[np.minimum(position, reals.size - 1)]
 
-    if not reals.size:
-        return np.full(len(w), np.nan)
     value = _lerp(order_statistic(previous), order_statistic(following), gamma)
     return np.where(total > 0, value, np.nan)
 

@@ -46,13 +46,14 @@ def _clip_text(clip: Mapping[str, Any]) -> str:
 
 
 def _results(path: Path) -> str:
-    run = comparison.load_run(path)
-    payload = json.loads(comparison.results_file(path).read_text(encoding="utf-8"))
+    source = comparison.results_file(path)
+    run = comparison.load_run(source)
+    payload = json.loads(source.read_text(encoding="utf-8"))
     table = tables.columns()
     rows = [[row.get(key) for key, _ in table] for row in [*payload["splits"], payload.get("mean") or {}] if row]
     selected = run.selected_on or "not recorded in the checkpoint"
     return (
-        f"## Results on the OpenSDI protocol\n\n`benco test` of these weights ({comparison.results_file(path).name}): "
+        f"## Results on the OpenSDI protocol\n\n`benco test` of these weights ({source.name}): "
         "pixel metrics over the partial fakes, image metrics over all images, both at 0.5.\n\n"
         f"{tables.markdown_table([title for _, title in table], rows)}\n\n"
         f"Selected on: {selected}. A split the checkpoint was selected on is not a held-out result."

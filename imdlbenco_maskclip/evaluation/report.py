@@ -188,7 +188,7 @@ def write_report(
         _bars_section(payload, metrics),
         _roc_section(records, splits),
         _probability_section(records, splits),
-        _reliability_section(records, splits),
+        _reliability_section(records, splits, {row["split"]: row.get("ece") for row in payload["splits"]}),
         _threshold_section(records, splits, payload.get("val_threshold")),
         _examples_section(examples),
         _perturbation_section(payload, metrics),
@@ -357,7 +357,8 @@ def _probability_section(records: Sequence[ImageRecord], splits: Sequence[str]) 
     )
 
 
-def _reliability_section(records: Sequence[ImageRecord], splits: Sequence[str]) -> str:
+def _reliability_section(records: Sequence[ImageRecord], splits: Sequence[str], ece: Mapping[str, float | None]) -> str:
+    """One reliability diagram per split, titled with its ECE as the results file holds it."""
     panels = _panels(records, splits, 3.4)
     if panels is None:
         return ""
@@ -377,7 +378,7 @@ def _reliability_section(records: Sequence[ImageRecord], splits: Sequence[str]) 
         axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
-        axis.set_title(f"{split} (ECE {float(calibration.ece(p, y, np.ones((1, len(p))))[0]):.3f})")
+        axis.set_title(f"{split} (ECE {ece[split]:.3f})")
         axis.set_xlabel("fake probability")
         rows += [[split, f"{b.low:.3f}-{b.high:.3f}", b.images, b.mean_probability, b.fake_share] for b in bins]
     axes.flat[0].set_ylabel("share of fakes")

@@ -41,12 +41,9 @@ def image_batch(
 
 def forward(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
     """The model's output for a batch in eval mode without gradient; a missing ``edge_mask``
-    (datasets built without an edge width, ``image_batch``) is an empty one. A model already in
-    eval mode is left as it is: switching modes drops what it keeps between batches (MaskCLIP's
-    prompt features, a text-tower forward per call otherwise)."""
+    (datasets built without an edge width, ``image_batch``) is an empty one."""
     if "edge_mask" not in batch:
         batch = {**batch, "edge_mask": torch.zeros_like(batch["mask"])}
-    if any(module.training for module in model.modules()):
-        model.eval()
+    model.eval()
     with torch.no_grad():
         return model(**batch)

@@ -57,10 +57,6 @@ def _shard_units(path: Path) -> list[Unit]:
     return [Unit(str(path), rows, shard=shard, group=group) for group, rows in enumerate(shard.group_rows)]
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def plan_inputs(entries: Sequence[str], leave_out: Path | None = None) -> list[Unit]:
     """The units of ``entries`` in the job's order; files under ``leave_out`` (the output
     folder) are not inputs. Reads parquet footers only."""
@@ -73,12 +69,9 @@ def plan_inputs(entries: Sequence[str], leave_out: Path | None = None) -> list[U
         elif path.is_file():
             units.append(Unit(str(path), 1, key=path.name))
         elif path.is_dir():
-            skipped = (
-                path / leave_out.relative_to(path.resolve())
-                if leave_out and _inside(leave_out, path.resolve())
-                else None
-            )
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not (skipped and _inside(p, skipped)))
+            root = path.resolve()
+            skipped = path / leave_out.relative_to(root) if leave_out and leave_out.is_relative_to(root) else None
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not (skipped and p.is_relative_to(skipped)))
             for shard in (p for p in files if p.suffix.lower() == ".parquet"):
                 units.extend(_shard_units(shard))
             units.extend(

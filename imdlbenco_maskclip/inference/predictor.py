@@ -208,8 +208,7 @@ class Predictor:
         from imdlbenco_maskclip.host.runtime import resolve_device
 
         stored = read_checkpoint(path)
-        size = image_size or stored.saved.image_size or DEFAULT_IMAGE_SIZE
-        pad = bool(stored.saved.padding) if padding is None else padding
+        size, pad = stored.saved.input_handling(image_size, padding)
         target = resolve_device(device) if isinstance(device, str) else device
         model = build_from_checkpoint(stored, model_name, **model_options).to(target)
         if threshold is None:

@@ -118,8 +118,9 @@ class MaskCLIP(nn.Module):
     # ------------------------------------------------------------ frozen parts
 
     def train(self, mode: bool = True) -> "MaskCLIP":
-        """Set train/eval mode (CLIP stays in eval) and drop the cached text features."""
-        self._text_cache = None
+        """Set train/eval mode (CLIP stays in eval); a change of mode drops the cached text features."""
+        if mode != self.training:
+            self._text_cache = None
         return super().train(mode)
 
     def text_features(self) -> torch.Tensor:

@@ -167,9 +167,10 @@ def _run(
     with _phase(f"Training it for {config.epochs} epochs on {runtime.device}", log, runtime, progress_bars=True):
         result = train(training_run, model_args, runtime)
     trained_model = for_command(str(result.last_checkpoint), config.model, {}, [], config.image_size).model
+    intervals = Settings()
     with _phase("Scoring the trained model", log, runtime):
         trained = protocol.evaluate(trained_model, tests, runtime, config.test_batch_size, curves=True)
-        trained = test_run.recorded_result(trained, tests, Settings())
+        trained = test_run.recorded_result(trained, tests, intervals)
 
     results_dir = output_dir / "results"
     examples = report.render_examples(trained_model, tests, report.choose_examples(trained.records), runtime.device)
@@ -189,7 +190,7 @@ def _run(
         examples,
         facts,
         runtime.device,
-        intervals=Settings(),
+        intervals=intervals,
     )
     report_path = written[-1]
     rows, labels = _examples([untrained_model, trained_model], tests, per_split=2)
