@@ -96,10 +96,12 @@ def prepare(
     problems = loading.mismatches(shapes, state)
     if problems:
         raise WeightsMismatch(f"{stored.path}: the weights do not fit {name}: {'; '.join(problems)}")
+    from imdlbenco_maskclip.model.build import holds_clip
+
     weights = dict(state)
     clip: dict[str, Any] | None = None
     if name == "MaskCLIP":
-        carried = any(key.startswith("clip.") for key in weights)
+        carried = holds_clip(weights)
         if without_clip and carried:
             clip = _without_clip(stored, weights, options, clip_pretrained)
         elif carried:
@@ -109,13 +111,13 @@ def prepare(
     elif without_clip:
         raise UserError(f"--without-clip: {name} has no frozen CLIP; it applies to MaskCLIP only")
     dtypes = sorted({str(value.dtype).replace("torch.", "") for value in weights.values()})
-    source = dict(stored.source)
-    source["sha256"] = source.get("sha256") or inspection.sha256_file(inspection.weights_file(stored))
+    source = {**stored.source, "sha256": inspection.checkpoint_sha256(stored)}
+    image_size, padding = saved.input_handling(None, None)
     config = {
         "model": name,
         "model_args": layout.plain(options),
-        "image_size": saved.image_size or layout.DEFAULT_IMAGE_SIZE,
-        "if_padding": bool(saved.padding),
+        "image_size": image_size,
+        "if_padding": padding,
         "precision": saved.precision,
         "weights_dtype": ", ".join(dtypes),
         "selected_on": saved.selected_on,

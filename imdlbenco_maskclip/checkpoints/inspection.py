@@ -65,7 +65,9 @@ def tensor_bytes(value: Any) -> tuple[int, int]:
 def _clip_fact(stored: loading.Checkpoint, name: str) -> str | None:
     if name != "MaskCLIP":
         return None
-    if any(key.startswith("clip.") for key in stored.saved.weights):
+    from imdlbenco_maskclip.model.build import holds_clip
+
+    if holds_clip(stored.saved.weights):
         return "in the file"
     source = stored.model_options.get("clip_pretrained", "default")
     return "left out; rebuilt from " + ("the setting's pretrained CLIP" if source == "default" else str(source))
@@ -107,7 +109,7 @@ def describe(checkpoint: str, check: bool = True, model_name: str | None = None)
             facts[label] = f"{count} tensors, {size_text(size)}" if count else f"{len(value)} entries, no tensors"
         else:
             facts[label] = "none"
-    facts["sha256"] = (located.sha256 if located and located.sha256 else None) or sha256_file(weights_file(stored))
+    facts["sha256"] = checkpoint_sha256(stored)
     fits = None
     if check and name:
         shapes, state = loading.expected_shapes(stored, name, {**stored.model_options})
@@ -119,6 +121,12 @@ def weights_file(stored: loading.Checkpoint) -> Path:
     """The file holding a checkpoint's weights here: the file itself, or a weight folder's
     ``model.safetensors``."""
     return _weights_in(stored.located.path if stored.located else Path(stored.path))
+
+
+def checkpoint_sha256(stored: loading.Checkpoint) -> str:
+    """The sha256 of a checkpoint's weights: the hub's (its LFS etag) when recorded, else
+    computed from the file here."""
+    return stored.source.get("sha256") or sha256_file(weights_file(stored))
 
 
 def _weights_in(path: Path) -> Path:

@@ -114,10 +114,7 @@ def _options_from_run(saved: layout.TrainingState) -> dict[str, Any]:
         return {}
     params = models.init_parameters(models.model_class(name))
     options = {key: value for key, value in saved.run_args.items() if key in params and key != "device"}
-    for key in models.SIZE_OPTIONS:
-        if key in params and key not in options and saved.image_size:
-            options[key] = saved.image_size
-    return options
+    return models.with_size_options(params, options, saved.image_size)
 
 
 def model_name_for(checkpoint: Checkpoint, requested: str | None) -> str:
@@ -196,7 +193,7 @@ def expected_shapes(
     if not _is_maskclip(name):
         model = models.build_model(name, models.without_pretrained_files(name, options))
         return {key: tuple(value.shape) for key, value in model.state_dict().items()}, state
-    from imdlbenco_maskclip.model.build import DEFAULT, resolve_source
+    from imdlbenco_maskclip.model.build import DEFAULT, holds_clip, resolve_source
     from imdlbenco_maskclip.model.maskclip import NO_SOURCE
     from imdlbenco_maskclip.model.published import from_published, network_shapes
     from imdlbenco_maskclip.model.settings import get_setting
@@ -207,7 +204,7 @@ def expected_shapes(
         state = from_published(state, settings)
     shapes = network_shapes(setting)
     rebuilt = resolve_source(options.get("clip_pretrained", DEFAULT), settings.clip.pretrained) != NO_SOURCE
-    if rebuilt and not any(key.startswith("clip.") for key in state):
+    if rebuilt and not holds_clip(state):
         shapes = {key: shape for key, shape in shapes.items() if not key.startswith("clip.")}
     return shapes, state
 
@@ -222,13 +219,13 @@ def network_and_weights(
     state = checkpoint.saved.weights
     if not _is_maskclip(name):
         return models.model_class(name)(**models.without_pretrained_files(name, options)), state
-    from imdlbenco_maskclip.model.build import network_for_weights
+    from imdlbenco_maskclip.model.build import holds_clip, network_for_weights
     from imdlbenco_maskclip.model.published import from_published
     from imdlbenco_maskclip.model.settings import get_setting
 
     if checkpoint.layout == PUBLISHED:
         state = from_published(state, get_setting(options.get("setting", "paper")))
-    return network_for_weights(options, carries_clip=any(key.startswith("clip.") for key in state)), state
+    return network_for_weights(options, carries_clip=holds_clip(state)), state
 
 
 def build_from_checkpoint(

@@ -71,7 +71,12 @@ def parse_model_args(
         raise UserError(
             f"unrecognized arguments: {' '.join(rest)} ({name}'s own options: {', '.join('--' + p for p in params)})"
         )
-    values = {**configured, **vars(given)}
+    return with_size_options(params, {**configured, **vars(given)}, image_size)
+
+
+def with_size_options(params: Any, values: dict[str, Any], image_size: int | None) -> dict[str, Any]:
+    """``values`` with each size option the model takes (``SIZE_OPTIONS`` among ``params``) set to
+    ``image_size`` unless given."""
     for key in SIZE_OPTIONS:
         if key in params and image_size:
             values.setdefault(key, image_size)

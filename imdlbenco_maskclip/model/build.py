@@ -81,6 +81,12 @@ def build_maskclip(
     return model
 
 
+def holds_clip(state: Mapping[str, Any]) -> bool:
+    """Whether a MaskCLIP state dict holds the frozen CLIP's tensors (else it is rebuilt from
+    its source when the weights are loaded)."""
+    return any(key.startswith("clip.") for key in state)
+
+
 def network_for_weights(options: Mapping[str, Any], carries_clip: bool) -> MaskCLIP:
     """The network of ``options`` (a checkpoint's recorded ``build_maskclip`` options) ready to
     receive trained weights by assignment: built on the meta device (no memory, no random

@@ -104,7 +104,7 @@ def from_published(state: Mapping[str, torch.Tensor], settings: MaskCLIPSettings
         target = None
         if key.startswith("aggregator.vit_model."):
             target = "side_vit." + timm_block_key(key[len("aggregator.vit_model.") :])
-        elif key in ("prompt_learner.ctx_neg", "prompt_learner.ctx_pos") and all(k in state for k in CONTEXTS):
+        elif key in CONTEXTS and all(k in state for k in CONTEXTS):
             continue
         elif match := re.fullmatch(r"aggregator\.fusion_layers\.layer_(\d+)\.(.+)\.(weight|bias)", key):
             block, part, kind = int(match[1]), match[2], match[3]
