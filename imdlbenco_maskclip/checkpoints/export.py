@@ -110,7 +110,6 @@ def prepare(
             clip = {"in_file": False, "source": options.get("clip_pretrained", "default"), "left_out": "checkpoint"}
     elif without_clip:
         raise UserError(f"--without-clip: {name} has no frozen CLIP; it applies to MaskCLIP only")
-    dtypes = sorted({str(value.dtype).replace("torch.", "") for value in weights.values()})
     source = {**stored.source, "sha256": inspection.checkpoint_sha256(stored)}
     image_size, padding = saved.input_handling(None, None)
     config = {
@@ -119,7 +118,7 @@ def prepare(
         "image_size": image_size,
         "if_padding": padding,
         "precision": saved.precision,
-        "weights_dtype": ", ".join(dtypes),
+        "weights_dtype": inspection.dtype_names(weights.values()),
         "selected_on": saved.selected_on,
         "selection_data": saved.selection_data,
         "val_threshold": saved.val_threshold,

@@ -9,7 +9,7 @@ one (of a weight folder: of its ``model.safetensors``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,16 @@ def size_text(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.2f} {unit}" if unit == "GB" else f"{count / scale:.1f} {unit}"
     return f"{count} B"
+
+
+def dtype_names(tensors: Iterable[torch.Tensor]) -> str:
+    """The dtypes among ``tensors``, sorted, e.g. ``float32, int64``."""
+    return ", ".join(sorted({str(t.dtype).replace("torch.", "") for t in tensors}))
+
+
+def weights_summary(tensors: Collection[torch.Tensor]) -> str:
+    """``N tensors, SIZE (dtypes)``: what a set of weights amounts to."""
+    return f"{len(tensors)} tensors, {size_text(sum(t.nbytes for t in tensors))} ({dtype_names(tensors)})"
 
 
 def tensor_bytes(value: Any) -> tuple[int, int]:
@@ -88,8 +98,7 @@ def describe(checkpoint: str, check: bool = True, model_name: str | None = None)
         "layout": loading.LAYOUTS[stored.layout],
         "model": name or "not recorded (name it with --model)",
         "options": ", ".join(f"{k}={v}" for k, v in sorted(stored.model_options.items())) or "-",
-        "weights": f"{len(weights)} tensors, {size_text(sum(t.nbytes for t in weights))}"
-        + f" ({', '.join(sorted({str(t.dtype).replace('torch.', '') for t in weights}))})",
+        "weights": weights_summary(weights),
     }
     clip = _clip_fact(stored, name or "")
     if clip:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -209,6 +209,16 @@ CHECKPOINT = Option(
     metavar="CKPT",
 )
 CHECKPOINT_MODEL = Option("model", str, None, "model name; default: the one the checkpoint records", metavar="NAME")
+CHECKPOINT_IMAGE_SIZE = replace(
+    IMAGE_SIZE,
+    default=None,
+    help="side the images are resized (or padded) to; unset: the checkpoint's run's (args.image_size), else 512",
+)
+CHECKPOINT_PADDING = replace(
+    PADDING,
+    default=None,
+    help="zero-pad to --image_size instead of resizing; unset: as the checkpoint's run did (args.if_padding)",
+)
 
 
 def configure(

@@ -52,14 +52,9 @@ MAX_PIXELS = Option(
 OPTIONS = [
     options.CHECKPOINT,
     options.CHECKPOINT_MODEL,
+    options.CHECKPOINT_IMAGE_SIZE,
     replace(
-        options.IMAGE_SIZE,
-        default=None,
-        help="side the images are resized (or padded) to; unset: the checkpoint's run's, else 512",
-    ),
-    replace(
-        options.PADDING,
-        default=None,
+        options.CHECKPOINT_PADDING,
         help="zero-pad to --image_size instead of resizing (a larger image is first shrunk to fit; "
         "masks come back at the original size); unset (flag or config): as the checkpoint's run did",
     ),

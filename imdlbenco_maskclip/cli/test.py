@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from imdlbenco_maskclip.cli import options
@@ -28,16 +27,8 @@ OPTIONS = [
         f"OpenSDI generators to test: {options.GENERATORS_HELP} (default: all present)",
         many=True,
     ),
-    replace(
-        options.IMAGE_SIZE,
-        default=None,
-        help="side the images are resized (or padded) to; unset: the checkpoint's run's (args.image_size), else 512",
-    ),
-    replace(
-        options.PADDING,
-        default=None,
-        help="zero-pad to --image_size instead of resizing; unset: as the checkpoint's run did (args.if_padding)",
-    ),
+    options.CHECKPOINT_IMAGE_SIZE,
+    options.CHECKPOINT_PADDING,
     Option("test_batch_size", parse_size, 16, "images per step", metavar="N"),
     Option(
         "amp",

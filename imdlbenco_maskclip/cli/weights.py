@@ -90,14 +90,11 @@ def _info(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from imdlbenco_maskclip.checkpoints import export, folder
-    from imdlbenco_maskclip.checkpoints.inspection import size_text
+    from imdlbenco_maskclip.checkpoints.inspection import weights_summary
     from imdlbenco_maskclip.evaluation.model_card import model_card
 
     prepared = export.prepare(args.checkpoint, args.without_clip, args.clip_pretrained, args.model)
-    weights = prepared.weights.values()
-    summary = (
-        f"{len(weights)} tensors, {size_text(sum(t.nbytes for t in weights))} ({prepared.config['weights_dtype']})"
-    )
+    summary = weights_summary(list(prepared.weights.values()))
     card = model_card(prepared.config, summary, Path(args.results) if args.results else None)
     out_dir = Path(args.out_dir).expanduser()
     print(f"benco weights export: writing {summary} to {out_dir}", file=sys.stderr, flush=True)
