@@ -189,19 +189,17 @@ def expected_shapes(
     """The tensor shapes the network of ``name`` with ``options`` takes from a checkpoint, and
     the checkpoint's weights under that network's names, without building a MaskCLIP (its
     shapes come from the meta device): what ``WeightsMismatch`` would list, asked beforehand."""
-    state = checkpoint.saved.weights
     if not _is_maskclip(name):
         model = models.build_model(name, models.without_pretrained_files(name, options))
-        return {key: tuple(value.shape) for key, value in model.state_dict().items()}, state
+        return {key: tuple(value.shape) for key, value in model.state_dict().items()}, checkpoint.saved.weights
     from imdlbenco_maskclip.model.build import DEFAULT, holds_clip, resolve_source
     from imdlbenco_maskclip.model.maskclip import NO_SOURCE
-    from imdlbenco_maskclip.model.published import from_published, network_shapes
+    from imdlbenco_maskclip.model.published import network_shapes
     from imdlbenco_maskclip.model.settings import get_setting
 
     setting = str(options.get("setting", "paper"))
     settings = get_setting(setting)
-    if checkpoint.layout == PUBLISHED:
-        state = from_published(state, settings)
+    state = _maskclip_weights(checkpoint, settings)
     shapes = network_shapes(setting)
     rebuilt = resolve_source(options.get("clip_pretrained", DEFAULT), settings.clip.pretrained) != NO_SOURCE
     if rebuilt and not holds_clip(state):
@@ -216,16 +214,24 @@ def network_and_weights(
     MaskCLIP on the meta device (a CLIP the weights leave out rebuilt from its source); another
     model as its class builds it, with the options naming a pretrained file to load at
     construction cleared, since the weights replace what they would load."""
-    state = checkpoint.saved.weights
     if not _is_maskclip(name):
-        return models.model_class(name)(**models.without_pretrained_files(name, options)), state
+        network = models.model_class(name)(**models.without_pretrained_files(name, options))
+        return network, checkpoint.saved.weights
     from imdlbenco_maskclip.model.build import holds_clip, network_for_weights
-    from imdlbenco_maskclip.model.published import from_published
     from imdlbenco_maskclip.model.settings import get_setting
 
-    if checkpoint.layout == PUBLISHED:
-        state = from_published(state, get_setting(options.get("setting", "paper")))
+    state = _maskclip_weights(checkpoint, get_setting(str(options.get("setting", "paper"))))
     return network_for_weights(options, carries_clip=holds_clip(state)), state
+
+
+def _maskclip_weights(checkpoint: Checkpoint, settings: Any) -> Mapping[str, torch.Tensor]:
+    """A MaskCLIP checkpoint's weights under MaskCLIP's names (a published file's mapped for
+    ``settings``)."""
+    from imdlbenco_maskclip.model.published import from_published
+
+    if checkpoint.layout != PUBLISHED:
+        return checkpoint.saved.weights
+    return from_published(checkpoint.saved.weights, settings)
 
 
 def build_from_checkpoint(
