@@ -107,28 +107,11 @@ def benco_test(checkpoint: Path, data: Path, output: Path, resamples: int) -> tu
 
 def bootstrap_at_scale(resamples: int) -> float:
     """Seconds for the intervals of 5 splits of 20,000 images (10,000 real, 10,000 fake, 5,000
-    partial fakes) with random figures."""
-    import numpy as np
+    partial fakes) with crafted figures (``tests/support/crafted_records``)."""
+    from imdlbenco_maskclip.evaluation import bootstrap
+    from tests.support.crafted_records import crafted_result
 
-    from imdlbenco_maskclip.evaluation import bootstrap, protocol
-
-    rng = np.random.default_rng(0)
-    records = []
-    for split in ("sd15", "sd2", "sdxl", "sd3", "flux"):
-        for i in range(20_000):
-            label = i % 2
-            kind = "partial" if i % 4 < 2 else "entire"
-            pixel = {m.name: float(rng.random()) for m in protocol.pixel_metrics()} if label else {}
-            name = f"{kind}/{split}/{'fake' if label else 'real'}/{i}.jpg"
-            records.append(
-                protocol.ImageRecord(
-                    split, i, name, label, bool(label), False, float(rng.random()), pixel, pred_area=float(rng.random())
-                )
-            )
-    splits = dict.fromkeys(r.split for r in records)
-    records = [r for s in splits for r in protocol.mark_partial_fakes([r for r in records if r.split == s])]
-    rows = [protocol.score_split(s, [r for r in records if r.split == s]) for s in splits]
-    result = protocol.ProtocolResult(rows, protocol.mean_row(rows), records)
+    result = crafted_result(dict.fromkeys(("sd15", "sd2", "sdxl", "sd3", "flux"), 10_000), seed=0)
     start = time.perf_counter()
     bootstrap.with_intervals(result, bootstrap.Settings(resamples, 0))
     return time.perf_counter() - start

@@ -98,21 +98,10 @@ def write_bad_files(folder: Path) -> list[str]:
 
 def write_checkpoint(setting: str, path: Path) -> Path:
     """A checkpoint of ``setting`` with random weights (frozen CLIP included: nothing to download)."""
-    import argparse as _argparse
-
-    import torch
-
-    from imdlbenco_maskclip.checkpoints.layout import save_atomic
-    from imdlbenco_maskclip.model import MaskCLIP
+    from benchmarks.predict_throughput import write_checkpoint as write_random
 
     if not path.exists():
-        torch.manual_seed(0)
-        model = MaskCLIP(setting=setting)
-        args = _argparse.Namespace(image_size=SIZES[setting], if_padding=False, model="MaskCLIP")
-        save_atomic(
-            {"model": model.state_dict(), "model_name": "MaskCLIP", "model_args": {"setting": setting}, "args": args},
-            path,
-        )
+        write_random(setting, SIZES[setting], path)
     return path
 
 
